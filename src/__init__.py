@@ -1,0 +1,1 @@
+"""Lipschitz GAN lab: compare Lipschitz regularizers of GAN discriminators."""

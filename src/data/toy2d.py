@@ -1,0 +1,38 @@
+"""2-D toy distributions: ring of 8 Gaussians, 5x5 grid of 25 Gaussians, swiss roll."""
+import math
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+VARIANTS = ("ring8", "grid25", "swiss_roll")
+
+
+def mode_centers(variant: str, radius: float = 2.0, spacing: float = 2.0):
+    """The Gaussian centers of a mixture variant (None for the swiss roll, which has no modes)."""
+    if variant == "ring8":
+        angles = np.arange(8) * 2 * math.pi / 8
+        return np.stack([radius * np.cos(angles), radius * np.sin(angles)], 1)
+    if variant == "grid25":
+        ticks = (np.arange(5) - 2) * spacing
+        return np.stack(np.meshgrid(ticks, ticks, indexing="ij"), -1).reshape(-1, 2)
+    if variant == "swiss_roll":
+        return None
+    raise ConfigError(f"data.variant={variant!r} is not a toy2d variant; valid: {', '.join(VARIANTS)}")
+
+
+def sample_toy2d(variant: str, n: int, seed: int, std: float, radius: float = 2.0, spacing: float = 2.0) -> torch.Tensor:
+    """n points of the variant, drawn with a fixed seed (the training pool and the evaluation reference)."""
+    rng = np.random.default_rng(seed)
+    centers = mode_centers(variant, radius, spacing)
+    if centers is None:
+        from sklearn.datasets import make_swiss_roll
+
+        pts, _ = make_swiss_roll(n, noise=0.0, random_state=seed)
+        pts = pts[:, [0, 2]] / 7.5  # scale to roughly [-2, 2]
+        pts = pts + rng.normal(0, std, pts.shape)
+    else:
+        idx = rng.integers(0, len(centers), n)
+        pts = centers[idx] + rng.normal(0, std, (n, 2))
+    return torch.as_tensor(pts, dtype=torch.float32)

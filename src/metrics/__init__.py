@@ -1,0 +1,35 @@
+"""Evaluation of generators: toy 2-D measures, and (images) IS / FID / KID.
+
+``build_evaluator(metrics_cfg, datamodule)`` returns an object with
+``check_ready()`` (fail fast, before training, when the run could not be scored),
+``evaluate(sample_fn, datamodule) -> dict`` and ``protocol() -> dict``.
+"""
+from omegaconf import DictConfig
+
+from .toy import ToyEvaluator
+
+
+class NullEvaluator:
+    """``metrics=none``: train without scoring."""
+
+    def check_ready(self) -> None:
+        pass
+
+    def protocol(self) -> dict:
+        return {}
+
+    def evaluate(self, sample_fn, datamodule=None) -> dict:
+        return {}
+
+
+def build_evaluator(cfg: DictConfig, datamodule):
+    if datamodule.name == "toy2d":
+        return ToyEvaluator(n_samples=int(cfg.get("n_toy", 2500)), variant=datamodule.variant, std=datamodule.std)
+    if cfg.get("name", "none") == "none":
+        return NullEvaluator()
+    from .images import build_image_evaluator  # IS / FID / KID (and the digits classifier)
+
+    return build_image_evaluator(cfg, datamodule)
+
+
+__all__ = ["build_evaluator", "NullEvaluator", "ToyEvaluator"]

@@ -1,0 +1,155 @@
+"""The GAN LightningModule: manual optimization, n_dis D updates then one G update.
+
+The module knows nothing about any particular regularizer or loss: it calls the regularizer's three
+hooks (wrap once in __init__, penalty in every D step, after_d_step after every D optimizer step).
+Real batches are sampled on the device from the datamodule's in-memory tensor with a generator
+whose state is checkpointed, as is the noise generator, so resumed runs continue exactly.
+"""
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .errors import DivergedError
+from .losses import GANLoss
+from .regularizers.base import Regularizer
+
+
+class GAN(L.LightningModule):
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, regularizer: Regularizer, loss: GANLoss,
+                 optim: dict, z_dim: int, batch_size: int, steps: int, seed: int = 0, example_input: torch.Tensor | None = None,
+                 log_every: int = 10, n_fixed: int = 64, run_config: dict | None = None):
+        super().__init__()
+        self.automatic_optimization = False
+        self.G, self.D = generator, discriminator
+        self.regularizer, self.gan_loss = regularizer, loss
+        self.optim = dict(optim)
+        self.n_dis = int(self.optim["n_dis"])
+        self.z_dim, self.batch_size, self.steps, self.seed = z_dim, batch_size, steps, seed
+        self.log_every = max(1, int(log_every))
+        self.run_config = run_config or {}
+        if example_input is not None:
+            regularizer.wrap(self.D, example_input)
+        gen = torch.Generator().manual_seed(seed + 1)
+        self.register_buffer("fixed_z", torch.randn(n_fixed, z_dim, generator=gen))
+        self.history: list[dict] = []  # (step, losses) at log steps, for the loss-curve plot
+        self._rng: torch.Generator | None = None
+        self._rng_state: torch.Tensor | None = None
+
+    # ---- randomness ------------------------------------------------------------------------------------
+    @property
+    def rng(self) -> torch.Generator:
+        """One generator on the training device for real-batch indices and noise (checkpointed)."""
+        if self._rng is None or self._rng.device != self.device:
+            self._rng = torch.Generator(device=self.device)
+            self._rng.manual_seed(self.seed)
+            if self._rng_state is not None:
+                self._rng.set_state(self._rng_state)
+                self._rng_state = None
+        return self._rng
+
+    def sample_z(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.z_dim, device=self.device, generator=self.rng)
+
+    def sample_real(self, n: int) -> torch.Tensor:
+        return self.trainer.datamodule.sample(n, self.rng)
+
+    @property
+    def g_step(self) -> int:
+        """Generator updates done (Lightning's global_step counts every optimizer step)."""
+        return self.trainer.global_step // (self.n_dis + 1) if self._trainer is not None else 0
+
+    # ---- training --------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self.trainer.datamodule.to(self.device)
+
+    def training_step(self, batch, batch_idx):
+        opt_d, opt_g = self.optimizers()
+        bs = self.batch_size
+        for _ in range(self.n_dis):
+            real = self.sample_real(bs)
+            with torch.no_grad():
+                fake = self.G(self.sample_z(bs))
+            # cached(): each parametrized weight (SN, WN, ...) is computed once per D update even
+            # though D runs on real, fake and (for penalties) interpolated batches
+            with parametrize.cached():
+                d_loss = self.gan_loss.d_loss(self.D(real), self.D(fake))
+                penalty = self.regularizer.penalty(self.D, real, fake)
+                d_total = d_loss if penalty is None else d_loss + penalty
+                opt_d.zero_grad(set_to_none=True)
+                self.manual_backward(d_total)
+            opt_d.step()
+            self.regularizer.after_d_step(self.D)
+
+        with parametrize.cached():
+            g_loss = self.gan_loss.g_loss(self.D(self.G(self.sample_z(bs))))
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(g_loss)
+        opt_g.step()
+        for sched in self.lr_schedulers() or []:
+            sched.step()
+
+        step = self.g_step
+        if self.device.type == "cpu" or step % self.log_every == 0:
+            self._check_finite(step, d_loss, g_loss, penalty)
+        if step % self.log_every == 0 or step == 1:
+            values = {"loss/d": d_loss.detach(), "loss/g": g_loss.detach()}
+            if penalty is not None:
+                values["loss/penalty"] = penalty.detach()
+            self.log_dict(values, on_step=True, prog_bar=True)
+            self.history.append({"step": step, **{k: float(v) for k, v in values.items()}})
+
+    def _check_finite(self, step: int, d_loss, g_loss, penalty) -> None:
+        tensors = [d_loss.detach(), g_loss.detach()] + ([penalty.detach()] if penalty is not None else [])
+        if not bool(torch.isfinite(torch.stack(tensors)).all()):
+            raise DivergedError(step, "loss")
+
+    def configure_optimizers(self):
+        o = self.optim
+        betas = (float(o["beta1"]), float(o["beta2"]))
+        opt_d = torch.optim.Adam(self.D.parameters(), lr=float(o["lr"]), betas=betas)
+        opt_g = torch.optim.Adam(self.G.parameters(), lr=float(o["lr"]), betas=betas)
+        if o.get("lr_decay", "none") == "linear":
+            steps = self.steps
+            decay = lambda i: 1.0 - min(i, steps) / steps  # noqa: E731  linear to 0; i = G updates done
+            scheds = [torch.optim.lr_scheduler.LambdaLR(opt, decay) for opt in (opt_d, opt_g)]
+            return [opt_d, opt_g], scheds
+        return [opt_d, opt_g]
+
+    # ---- sampling --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, n: int, batch_size: int = 500, z: torch.Tensor | None = None) -> torch.Tensor:
+        """n samples in eval mode (BN running statistics), on the CPU, from fresh or given noise."""
+        was_training = self.G.training
+        self.G.eval()
+        try:
+            out = []
+            for start in range(0, n, batch_size):
+                m = min(batch_size, n - start)
+                zz = z[start:start + m].to(self.device) if z is not None else torch.randn(m, self.z_dim, device=self.device)
+                out.append(self.G(zz).float().cpu())
+            return torch.cat(out) if out else torch.empty(0)
+        finally:
+            self.G.train(was_training)
+
+    # ---- checkpoints -----------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["gan_rng_state"] = self.rng.get_state()
+        checkpoint["gan_history"] = list(self.history)
+        checkpoint["run_config"] = self.run_config
+        checkpoint["regularizer_state"] = self.regularizer.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._rng_state = checkpoint.get("gan_rng_state")
+        self._rng = None
+        self.history = list(checkpoint.get("gan_history", []))
+        self.regularizer.load_state_dict(checkpoint.get("regularizer_state", {}))
+
+
+def total_optimizer_steps(steps: int, n_dis: int) -> int:
+    """Lightning's max_steps for ``steps`` generator updates (it counts D and G optimizer steps)."""
+    return steps * (n_dis + 1)
+
+
+__all__ = ["GAN", "total_optimizer_steps"]

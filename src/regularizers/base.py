@@ -1,0 +1,60 @@
+"""The regularizer interface: wrap / penalty / after the D step (see DESIGN.md).
+
+The Lightning module calls only these three points, so adding a regularizer is one file in this
+package plus one config in conf/regularizer/.
+"""
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+
+class Regularizer:
+    """Base class: every hook is a no-op; subclasses implement what they need.
+
+    Attributes:
+        name: the config option name (``regularizer=NAME``).
+        default_loss: the loss this method is normally paired with; an explicit ``loss=`` wins.
+    """
+
+    name = "base"
+    default_loss = "ns"
+
+    def wrap(self, discriminator: nn.Module, example_input: torch.Tensor) -> None:
+        """Change how D's layers compute their weights (once, before training; in place).
+
+        ``example_input`` is a small real batch, for regularizers that need the layers' input sizes.
+        """
+
+    def penalty(self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
+        """A term added to D's loss, or None."""
+        return None
+
+    def after_d_step(self, discriminator: nn.Module) -> None:
+        """A projection of D's weights after each D optimizer step."""
+
+    # helpers for subclasses ----------------------------------------------------------------------------
+    @staticmethod
+    def require_positive(name: str, value, integer: bool = False) -> None:
+        kind = "a positive integer" if integer else "a positive number"
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        if integer:
+            ok = ok and float(value).is_integer()
+        if not ok:
+            raise ConfigError(f"regularizer.{name}={value!r} is invalid; it must be {kind}")
+
+    def state_dict(self) -> dict:
+        """Extra state to checkpoint (parametrization buffers live in D's own state dict)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def describe(self) -> dict:
+        """Hyperparameters for summaries and loggers."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, (int, float, str, bool))}
+
+
+def weight_layers(module: nn.Module):
+    """The layers of D that carry a weight matrix / kernel: Linear and Conv2d."""
+    return [m for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]

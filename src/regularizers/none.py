@@ -1,0 +1,7 @@
+"""No constraint on D (the unregularized baseline)."""
+from .base import Regularizer
+
+
+class NoRegularizer(Regularizer):
+    name = "none"
+    default_loss = "ns"

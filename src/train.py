@@ -1,0 +1,153 @@
+"""Train one GAN: ``python -m src.train [group=option ...] [key=value ...]`` (Hydra).
+
+Thin on purpose: compose the config, build the pieces with hydra.utils.instantiate, hand them to
+Lightning, score the generator, and write summary.json (status completed / diverged / failed).
+"""
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import DivergedError, UserError
+from .summary import base_summary, write_summary
+
+log = logging.getLogger(__name__)
+
+
+def build_run(cfg: DictConfig, run_dir: Path):
+    """Everything a run needs, built and checked before any training: (module, datamodule, evaluator, trainer kwargs)."""
+    import lightning as L
+    import torch
+    from hydra.utils import instantiate
+
+    from .data import GANDataModule
+    from .losses import get_loss
+    from .metrics import build_evaluator
+    from .module import GAN
+    from .regularizers import build_regularizer
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    data_cfg.pop("steps", None)
+    datamodule = GANDataModule(**data_cfg)
+    datamodule.load()
+    evaluator = build_evaluator(cfg.metrics, datamodule)
+    evaluator.check_ready()  # fail now, not after hours of training
+    regularizer = build_regularizer(cfg.regularizer)
+    loss = get_loss(cfg.loss.name)
+
+    arch = OmegaConf.to_container(cfg.arch, resolve=True)
+    arch.pop("name")
+    if datamodule.is_image:
+        generator, discriminator = instantiate(arch, z_dim=cfg.z_dim, resolution=datamodule.resolution, channels=datamodule.channels)
+    else:
+        generator, discriminator = instantiate(arch, z_dim=cfg.z_dim, data_shape=datamodule.sample_shape)
+    example = datamodule.sample(2, torch.Generator().manual_seed(0))
+    module = GAN(generator, discriminator, regularizer, loss, OmegaConf.to_container(cfg.optim, resolve=True),
+                 z_dim=cfg.z_dim, batch_size=cfg.data.batch_size, steps=cfg.steps, seed=cfg.seed,
+                 example_input=example, log_every=cfg.log_every,
+                 run_config=OmegaConf.to_container(cfg, resolve=True))
+    return module, datamodule, evaluator
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path, module, extra_callbacks=()):
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from .callbacks import GeneratorStepCheckpoint, LossCurves, SampleSnapshots, StepTimer
+    from .module import total_optimizer_steps
+
+    n_dis = int(cfg.optim.n_dis)
+    timer = StepTimer()
+    callbacks = [
+        GeneratorStepCheckpoint(n_dis, cfg.checkpoint.every, dirpath=run_dir / "checkpoints", save_top_k=-1, save_last=True),
+        SampleSnapshots(run_dir / "samples", every=cfg.samples.every),
+        LossCurves(run_dir / "loss_curves.png", title=f"{cfg.regularizer.name} / {cfg.loss.name} / {cfg.optim.name}"),
+        timer,
+        *extra_callbacks,
+    ]
+    logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else False
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer = L.Trainer(
+        max_steps=total_optimizer_steps(cfg.steps, n_dis), max_epochs=-1, logger=logger, callbacks=callbacks,
+        default_root_dir=str(run_dir), log_every_n_steps=1, enable_model_summary=False,
+        num_sanity_val_steps=0, **trainer_kwargs)
+    return trainer, timer
+
+
+def resolve_ckpt(cfg: DictConfig, run_dir: Path):
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if cfg.ckpt_path in (None, "", "null"):
+        return str(last) if last.is_file() else None  # a run dir that already holds a checkpoint resumes
+    if cfg.ckpt_path == "last":
+        if not last.is_file():
+            raise UserError(f"ckpt_path=last but {last} does not exist; give a path to a .ckpt file or drop ckpt_path")
+        return str(last)
+    if not Path(cfg.ckpt_path).is_file():
+        raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; give a path to a .ckpt file, or 'last'")
+    return str(cfg.ckpt_path)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train, evaluate and summarise one run; never raises for a failed run (the summary says why)."""
+    from .validation import validate
+
+    summary = base_summary(cfg)
+    module = None
+    try:
+        validate(cfg)
+        ckpt = resolve_ckpt(cfg, run_dir)
+        module, datamodule, evaluator = build_run(cfg, run_dir)
+        datamodule.steps_per_fit = cfg.steps
+        trainer, timer = make_trainer(cfg, run_dir, module)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        summary["steps"] = module.g_step
+        summary["timing"] = {"sec_per_step": timer.sec_per_step, "total_sec": timer.total_sec}
+        if trainer.is_global_zero:
+            log.info("evaluating the generator ...")
+            summary["metrics"] = evaluator.evaluate(module.generate, datamodule)
+            summary["eval_protocol"] = evaluator.protocol()
+        summary["status"] = "completed"
+    except DivergedError as exc:
+        summary.update(status="diverged", error=str(exc), steps=exc.step)
+        log.warning("run diverged: %s", exc)
+    except UserError as exc:
+        summary.update(status="failed", error=str(exc))
+        summary["error_kind"] = "user"
+    except Exception as exc:  # a bug or an environment failure: keep the trace in the log, one line in the summary
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        summary.update(status="failed", error=f"{type(exc).__name__}: {first}"[:500])
+        summary["error_kind"] = "internal"
+        log.error("run failed:\n%s", traceback.format_exc())
+    if module is not None and summary["status"] != "completed" and module._trainer is not None:
+        summary["steps"] = summary["steps"] or module.g_step
+    write_summary(run_dir, summary)
+    return summary
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig):
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    summary = run(cfg, run_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if summary["status"] == "failed":
+        print(f"error: {summary['error']}", file=sys.stderr)
+        if not multirun:  # in a sweep, the other jobs go on; the summary records the failure
+            sys.exit(2 if summary.get("error_kind") == "user" else 1)
+    elif summary["status"] == "diverged":
+        print(f"diverged: {summary['error']} (summary: {run_dir / 'summary.json'})", file=sys.stderr)
+        if not multirun:
+            sys.exit(3)
+    else:
+        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary["metrics"].items())
+        print(f"done: {summary['steps']} generator steps in {summary['timing']['total_sec']:.1f}s; {metrics}\nrun dir: {run_dir}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Shared fixtures: small datasets in their official on-disk formats, and a CLI runner."""
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Caches (decoded datasets, Inception statistics) go to a per-session temp dir, never ~/.cache."""
+    cache = tmp_path_factory.getbasetemp() / "ganlab-cache"
+    monkeypatch.setenv("GANLAB_CACHE", str(cache))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    return cache
+
+
+def make_cifar10(root: Path, n_per_batch: int = 20, seed: int = 0) -> Path:
+    """cifar-10-batches-py with 5 train batches and a test batch in the official pickle format."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {"batch_label": name, "labels": rng.integers(0, 10, n_per_batch).tolist(),
+                 "data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+                 "filenames": [f"{i}.png" for i in range(n_per_batch)]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f)
+    return root
+
+
+def make_stl10(root: Path, n: int = 12, seed: int = 0) -> Path:
+    """stl10_binary/{unlabeled,train,test}_X.bin: uint8, N x 3 x 96 x 96, column-major per channel."""
+    rng = np.random.default_rng(seed)
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("unlabeled_X.bin", "train_X.bin", "test_X.bin"):
+        rng.integers(0, 256, (n, 3, 96, 96), dtype=np.uint8).tofile(folder / name)
+    return root
+
+
+def make_image_folder(root: Path, n: int = 24, size: int = 40, seed: int = 0, ext: str = "png") -> Path:
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        sub = root / f"class{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size, size + 6, 3), dtype=np.uint8)).save(sub / f"{i:04d}.{ext}")
+    return root
+
+
+@pytest.fixture
+def cifar_root(tmp_path):
+    return make_cifar10(tmp_path / "cifar")
+
+
+@pytest.fixture
+def stl_root(tmp_path):
+    return make_stl10(tmp_path / "stl")
+
+
+@pytest.fixture
+def image_root(tmp_path):
+    return make_image_folder(tmp_path / "images")
+
+
+class CLIResult:
+    def __init__(self, proc, run_dir):
+        self.returncode, self.stdout, self.stderr, self.run_dir = proc.returncode, proc.stdout, proc.stderr, Path(run_dir)
+
+    @property
+    def summary(self):
+        return json.loads((self.run_dir / "summary.json").read_text())
+
+
+def run_cli(module: str, *args, run_dir=None, timeout=600, env=None):
+    """Run ``python -m module args`` from the repository root, as a user would."""
+    cmd = [sys.executable, "-m", module, *map(str, args)]
+    if run_dir is not None:
+        cmd.append(f"hydra.run.dir={run_dir}")
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
+    return CLIResult(proc, run_dir)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
