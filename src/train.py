@@ -70,6 +70,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, module, extra_callbacks=()):
         LossCurves(run_dir / "loss_curves.png", title=f"{cfg.regularizer.name} / {cfg.loss.name} / {cfg.optim.name}"),
         timer,
         *extra_callbacks,
+        *[instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and c.get("_target_")],
     ]
     logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else False
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -104,7 +105,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         ckpt = resolve_ckpt(cfg, run_dir)
         module, datamodule, evaluator = build_run(cfg, run_dir)
         datamodule.steps_per_fit = cfg.steps
-        trainer, timer = make_trainer(cfg, run_dir, module)
+        trainer, timer = make_trainer(cfg, run_dir, module, getattr(evaluator, "training_callbacks", lambda: [])())
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
         summary["steps"] = module.g_step
         summary["timing"] = {"sec_per_step": timer.sec_per_step, "total_sec": timer.total_sec}

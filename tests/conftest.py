@@ -92,3 +92,31 @@ def run_cli(module: str, *args, run_dir=None, timeout=600, env=None):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def compose_config(overrides, run_dir=None):
+    """Compose the run config as the CLI would (with Hydra's runtime keys set for run_dir)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
+    overrides = list(overrides)
+    if run_dir is not None:
+        overrides.append(f"hydra.runtime.output_dir={run_dir}")
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    from omegaconf import open_dict
+
+    with open_dict(cfg):  # the CLI's cfg has no hydra node either
+        del cfg["hydra"]
+    return cfg
+
+
+def train_in_process(overrides, run_dir):
+    """Run src.train's run() in this process (faster than the CLI; the CLI tests cover the entry point)."""
+    from src.train import run
+
+    cfg = compose_config(["trainer.enable_progress_bar=false", *overrides], run_dir)
+    return run(cfg, Path(run_dir))
