@@ -23,9 +23,9 @@ def build_run(cfg: DictConfig, run_dir: Path):
     """Everything a run needs, built and checked before any training: (module, datamodule, evaluator, trainer kwargs)."""
     import lightning as L
     import torch
-    from hydra.utils import instantiate
 
     from .data import GANDataModule
+    from .errors import instantiate
     from .losses import get_loss
     from .metrics import build_evaluator
     from .module import GAN
@@ -99,7 +99,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from .validation import validate
 
     summary = base_summary(cfg)
-    module = None
+    module = trainer = None
     try:
         validate(cfg)
         ckpt = resolve_ckpt(cfg, run_dir)
@@ -128,6 +128,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if module is not None and summary["status"] != "completed" and module._trainer is not None:
         summary["steps"] = summary["steps"] or module.g_step
     write_summary(run_dir, summary)
+    if trainer is not None:
+        from .loggers import finish_loggers
+
+        finish_loggers(trainer.loggers, summary)
     return summary
 
 

@@ -1,8 +1,7 @@
 """Lipschitz regularizers of D, one file each; ``build_regularizer`` instantiates one from its config."""
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import ConfigError
+from ..errors import ConfigError, instantiate
 from .base import Regularizer
 
 
@@ -12,15 +11,11 @@ def build_regularizer(cfg: DictConfig) -> Regularizer:
     params.pop("name", None)
     params.pop("default_loss", None)
     try:
-        reg = instantiate(params)
-    except Exception as exc:  # hydra wraps the constructor's ConfigError; surface it as is
-        cause = exc
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        if isinstance(cause, ConfigError):
-            raise cause from None
+        return instantiate(params)
+    except ConfigError:
+        raise
+    except Exception as exc:
         raise ConfigError(f"regularizer={cfg.get('name')} cannot be built: {str(exc).splitlines()[0]}") from None
-    return reg
 
 
 __all__ = ["Regularizer", "build_regularizer"]

@@ -58,3 +58,20 @@ class Regularizer:
 def weight_layers(module: nn.Module):
     """The layers of D that carry a weight matrix / kernel: Linear and Conv2d."""
     return [m for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
+class NormSlotRegularizer(Regularizer):
+    """Base of the normalization baselines: fill every NormSlot of D with ``make_norm``."""
+
+    def make_norm(self, num_features: int, kind: str) -> nn.Module:
+        raise NotImplementedError
+
+    def wrap(self, discriminator: nn.Module, example_input: torch.Tensor) -> None:
+        from ..networks.norm_slot import replace_norm_slots
+
+        param = next(discriminator.parameters(), None)
+        device = param.device if param is not None else None
+        count = replace_norm_slots(discriminator, lambda slot: self.make_norm(slot.num_features, slot.kind).to(device))
+        if count == 0:
+            raise ConfigError(f"regularizer={self.name} cannot apply to this discriminator ({type(discriminator).__name__}): "
+                              "it has no NormSlot where a normalization layer can go; use an arch with slots (mlp, standard_cnn, resnet)")

@@ -6,6 +6,10 @@ between steps (u initialised N(0, I)); the gradient flows through sigma = u^T W 
 constant. Written here rather than using torch.nn.utils.parametrizations.spectral_norm because the
 lab needs Miyato's initialisation (one random u, no 15 warm-up iterations), the iterates exposed for
 the spectral callback, and one code path shared with the conv-true variant.
+
+Iteration order is Miyato's Algorithm 1 (v <- W^T u, then u <- W v, sigma = u^T W v). PyTorch's
+parametrization runs u <- W v first, then v <- W^T u: the same sequence of iterates shifted by half
+a step, so both agree once the iteration has converged (tests/test_regularizers.py checks both).
 """
 import torch
 from torch import nn
@@ -22,25 +26,30 @@ class ReshapedSpectralNorm(nn.Module):
         super().__init__()
         self.power_iterations = power_iterations
         self.eps = eps
-        d_out = weight.shape[0]
-        d_in = weight[0].numel()
-        self.register_buffer("u", nn.functional.normalize(torch.randn(d_out, device=weight.device, dtype=weight.dtype), dim=0, eps=eps))
-        self.register_buffer("v", nn.functional.normalize(torch.randn(d_in, device=weight.device, dtype=weight.dtype), dim=0, eps=eps))
-        self.register_buffer("sigma", torch.ones((), device=weight.device, dtype=weight.dtype))
+        w_mat = weight.detach().flatten(1)
+        u = nn.functional.normalize(torch.randn(w_mat.shape[0], device=weight.device, dtype=weight.dtype), dim=0, eps=eps)
+        # v follows from u (not an independent random vector) so that an eval-mode forward before
+        # any training step uses sigma = u^T W v = |W^T u| > 0 rather than a random-sign estimate
+        v = nn.functional.normalize(w_mat.t() @ u, dim=0, eps=eps)
+        self.register_buffer("u", u)
+        self.register_buffer("v", v)
+        self.register_buffer("sigma", torch.dot(u, w_mat @ v))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        w_mat = weight.flatten(1)
-        if self.training:
-            sigma, u, v = reshaped_power_iteration(w_mat, self.u, self.power_iterations)
-            with torch.no_grad():
-                self.u.copy_(u)
-                self.v.copy_(v)
-                self.sigma.copy_(sigma.detach())
-            # sigma was computed from the fresh iterates u, v (new tensors), not from the buffers
-            # updated in place above, so the graph stays valid across steps
-        else:
-            sigma = torch.dot(self.u, w_mat @ self.v)
-        return weight / sigma.clamp_min(self.eps)
+        # the power iteration and sigma in float32 even inside an autocast region
+        with torch.autocast(weight.device.type, enabled=False):
+            w_mat = weight.flatten(1)
+            if self.training:
+                sigma, u, v = reshaped_power_iteration(w_mat, self.u, self.power_iterations)
+                with torch.no_grad():
+                    self.u.copy_(u)
+                    self.v.copy_(v)
+                    self.sigma.copy_(sigma.detach())
+                # sigma was computed from the fresh iterates u, v (new tensors), not from the buffers
+                # updated in place above, so the graph stays valid across steps
+            else:
+                sigma = torch.dot(self.u, w_mat @ self.v)
+            return weight / sigma.clamp_min(self.eps)
 
 
 class SpectralNorm(Regularizer):

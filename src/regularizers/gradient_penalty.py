@@ -1,0 +1,65 @@
+"""What the gradient penalties (wgan_gp, dragan) share: the penalty term and their own random stream.
+
+The penalty's random numbers (interpolation weights, perturbations) come from a torch.Generator
+owned by the regularizer, on the batch's device, seeded from the run's seed (torch.initial_seed()
+at construction: src.train seeds before building the regularizer) and checkpointed through
+Regularizer.state_dict, so a resumed run draws exactly what the uninterrupted one would have.
+"""
+import torch
+from torch import nn
+
+from .base import Regularizer
+
+_SEED_SALT = 0x9E3779B97F4A7C15  # decorrelates this stream from the module's own (seeded with the run seed)
+
+
+def gradient_norm_penalty(discriminator: nn.Module, x_hat: torch.Tensor, target: float = 1.0) -> torch.Tensor:
+    """mean over the batch of (|grad_x D(x_hat)|_2 - target)^2, differentiable in D's parameters.
+
+    The per-sample norm is taken in float32 whatever the autocast dtype of D's forward.
+    """
+    x_hat = x_hat.detach().requires_grad_(True)
+    out = discriminator(x_hat)
+    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    grad = grad.float().flatten(1)
+    # the epsilon keeps the norm's gradient finite where D is flat (|grad| = 0)
+    norm = torch.sqrt(grad.pow(2).sum(dim=1) + 1e-12)
+    return (norm - target).pow(2).mean()
+
+
+class RandomPenalty(Regularizer):
+    """Base of penalties that draw random numbers: a checkpointed generator on the batch's device."""
+
+    def __init__(self):
+        self._seed = (torch.initial_seed() ^ _SEED_SALT) & 0x7FFF_FFFF_FFFF_FFFF
+        self._gen: torch.Generator | None = None
+        self._pending: dict | None = None
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        device = torch.device(device)
+        if self._gen is None or self._gen.device != device:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(self._seed)
+            state = self._pending
+            if state is not None and state.get("device_type") == device.type:
+                gen.set_state(state["rng_state"])
+            # a checkpoint from another device type (CPU <-> GPU) cannot restore this stream: it restarts from the seed
+            self._gen, self._pending = gen, None
+        return self._gen
+
+    def rand(self, shape, like: torch.Tensor) -> torch.Tensor:
+        """U[0, 1) of ``shape`` in ``like``'s dtype (at least float32) on its device."""
+        dtype = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float32
+        return torch.rand(shape, generator=self.generator(like.device), device=like.device, dtype=dtype)
+
+    def state_dict(self) -> dict:
+        if self._gen is not None:
+            return {"rng_state": self._gen.get_state(), "device_type": self._gen.device.type, "seed": self._seed}
+        return dict(self._pending or {}, seed=self._seed)
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        self._seed = int(state.get("seed", self._seed))
+        self._gen = None  # rebuilt on the next draw, on the batch's device
+        self._pending = state if "rng_state" in state else None

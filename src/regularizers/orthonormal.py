@@ -1,0 +1,44 @@
+"""Orthonormal regularization (Brock et al. 2017), as a baseline of the SN paper.
+
+wrap: every Linear/Conv2d weight of D initialised orthonormal (nn.init.orthogonal_ on the kernel
+reshaped to d_out x d_in k k). penalty: coef * sum over layers of |G - I|_F^2 with G the smaller
+Gram matrix: W W^T when d_out < d_in, else W^T W. The two differ only by the constant d_in - d_out
+(their trace terms are equal), so the gradient is exactly that of |W^T W - I|_F^2, but the smaller
+one is 0 at an orthonormal init and costs min(d_out, d_in)^2 instead of max(...)^2 memory.
+
+coef = 1e-4: the SN paper does not state its coefficient. 1e-4 is the strength BigGAN (Brock et
+al. 2019) found to work for their Gram penalty on GAN weights; on the standard CNN at init its
+gradient is a small fraction of the adversarial loss's (a soft pull back toward orthonormality
+that does not override the loss), and it is a config key (regularizer.coef) to sweep.
+"""
+import torch
+from torch import nn
+
+from .base import Regularizer, weight_layers
+
+
+def gram_deviation(weight: torch.Tensor) -> torch.Tensor:
+    """|G - I|_F^2 for the smaller Gram matrix G of the reshaped weight, in float32."""
+    m = weight.flatten(1).float()
+    d_out, d_in = m.shape
+    gram = m @ m.t() if d_out < d_in else m.t() @ m
+    eye = torch.eye(gram.shape[0], device=gram.device, dtype=gram.dtype)
+    return (gram - eye).pow(2).sum()
+
+
+class Orthonormal(Regularizer):
+    name = "orthonormal"
+    default_loss = "ns"
+
+    def __init__(self, coef: float = 1e-4):
+        self.require_positive("coef", coef)
+        self.coef = float(coef)
+
+    def wrap(self, discriminator: nn.Module, example_input: torch.Tensor) -> None:
+        with torch.no_grad():
+            for layer in weight_layers(discriminator):
+                nn.init.orthogonal_(layer.weight)
+
+    def penalty(self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(real.device.type, enabled=False):
+            return self.coef * sum(gram_deviation(layer.weight) for layer in weight_layers(discriminator))

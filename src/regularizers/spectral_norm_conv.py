@@ -1,0 +1,100 @@
+"""Conv-true spectral normalization: each convolution divided by its operator norm as applied.
+
+Where ``sn`` normalizes the kernel reshaped to d_out x (d_in k k), this normalizes the linear map
+x -> conv2d(x, W) itself, at the layer's real stride, padding and input size (Gouk et al. 2018 do
+the same for Lipschitz networks). The power iteration runs on that operator
+(src.spectral.power_iteration.conv_power_iteration): the input-space iterate v, a (1, c_in, H, W)
+feature map, is a buffer kept between steps (initialised N(0, I), as ``sn``'s u), one iteration per
+training step by default, and the gradient flows through sigma = <u, conv(v)> with u, v constant.
+Linear layers are plain matrices, so they get ``sn``'s parametrization (exact for them).
+
+Input sizes come from one no-grad forward of D on the example batch with pre-hooks on every conv.
+"""
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ..errors import ConfigError
+from ..spectral.power_iteration import conv_forward, conv_power_iteration
+from .base import Regularizer
+from .spectral_norm import ReshapedSpectralNorm
+
+
+class ConvSpectralNorm(nn.Module):
+    """Parametrization W -> W / |conv(., W)|_op at a fixed input size, stride and padding."""
+
+    def __init__(self, weight: torch.Tensor, input_shape, stride, padding, power_iterations: int = 1, eps: float = 1e-12):
+        super().__init__()
+        self.input_shape = tuple(int(s) for s in input_shape)  # (c_in, H, W)
+        self.stride, self.padding = tuple(stride), tuple(padding)
+        self.power_iterations = power_iterations
+        self.eps = eps
+        w = weight.detach()
+        v = torch.randn(1, *self.input_shape, device=w.device, dtype=w.dtype)
+        v = v / v.norm().clamp_min(eps)
+        av = conv_forward(v, w, self.stride, self.padding)
+        # u = A v / |A v| from the start, so eval before any training step uses sigma = |A v| > 0
+        self.register_buffer("v", v)
+        self.register_buffer("u", av / av.norm().clamp_min(eps))
+        self.register_buffer("sigma", av.norm())
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(weight.device.type, enabled=False):  # iterate and normalize in float32
+            if self.training:
+                sigma, v, u = conv_power_iteration(weight, self.v, self.stride, self.padding, self.power_iterations)
+                with torch.no_grad():
+                    self.v.copy_(v)
+                    self.u.copy_(u)
+                    self.sigma.copy_(sigma.detach())
+            else:
+                sigma = (self.u * conv_forward(self.v, weight, self.stride, self.padding)).sum()
+            return weight / sigma.clamp_min(self.eps)
+
+    def extra_repr(self) -> str:
+        return f"input_shape={self.input_shape}, stride={self.stride}, padding={self.padding}, power_iterations={self.power_iterations}"
+
+
+def conv_input_shapes(discriminator: nn.Module, example_input: torch.Tensor) -> dict:
+    """{conv layer: (c_in, H, W)} from one no-grad forward of D on ``example_input`` (D left as it was)."""
+    convs = [m for m in discriminator.modules() if isinstance(m, nn.Conv2d)]
+    shapes: dict = {m: set() for m in convs}
+    hooks = [m.register_forward_pre_hook(lambda mod, args: shapes[mod].add(tuple(args[0].shape[-3:]))) for m in convs]
+    was_training = discriminator.training
+    try:
+        param = next(discriminator.parameters(), None)
+        x = example_input.to(param.device) if param is not None else example_input
+        discriminator.eval()  # no running-statistics updates from this probe
+        with torch.no_grad():
+            discriminator(x)
+    finally:
+        discriminator.train(was_training)
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+class ConvSpectralNormRegularizer(Regularizer):
+    name = "sn_conv"
+    default_loss = "ns"
+
+    def __init__(self, power_iterations: int = 1):
+        self.require_positive("power_iterations", power_iterations, integer=True)
+        self.power_iterations = int(power_iterations)
+
+    def wrap(self, discriminator: nn.Module, example_input: torch.Tensor) -> None:
+        shapes = conv_input_shapes(discriminator, example_input)
+        named = {m: n for n, m in discriminator.named_modules()}
+        for conv, seen in shapes.items():
+            where = f"D.{named[conv]}"
+            if conv.groups != 1 or tuple(conv.dilation) != (1, 1) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+                raise ConfigError(f"regularizer=sn_conv cannot apply to {where} ({conv}): it supports Conv2d with groups=1, "
+                                  "dilation=1 and integer zero padding; use regularizer=sn for this architecture")
+            if len(seen) != 1:
+                what = "never ran" if not seen else f"ran at several input sizes {sorted(seen)}"
+                raise ConfigError(f"regularizer=sn_conv cannot apply to {where}: it {what} on the example batch, "
+                                  "so its operator norm is undefined; use regularizer=sn for this architecture")
+            (shape,) = seen
+            parametrize.register_parametrization(conv, "weight", ConvSpectralNorm(
+                conv.weight.detach(), shape, conv.stride, conv.padding, self.power_iterations))
+        for layer in [m for m in discriminator.modules() if isinstance(m, nn.Linear)]:
+            parametrize.register_parametrization(layer, "weight", ReshapedSpectralNorm(layer.weight.detach(), self.power_iterations))

@@ -1,0 +1,80 @@
+"""User mistakes: one line naming the bad value and what is valid, non-zero exit, nothing looking complete."""
+import pytest
+
+from tests.conftest import make_image_folder
+
+BASE = ["steps=2", "metrics=none", "trainer.enable_progress_bar=false", "callbacks=none"]
+
+
+def assert_user_error(result, *needles):
+    assert result.returncode != 0
+    lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+    assert lines, "no error message"
+    message = lines[-1]
+    for needle in needles:
+        assert needle in message, message
+    assert "Traceback" not in result.stderr
+    if result.run_dir is not None and (result.run_dir / "summary.json").exists():
+        s = result.summary
+        assert s["status"] == "failed" and s["error"]
+        assert not (result.run_dir / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize("override,needles", [
+    ("steps=0", ["steps=0", "positive integer"]),
+    ("steps=-5", ["steps=-5", "positive integer"]),
+    ("steps=abc", ["steps='abc'", "positive integer"]),
+    ("data.batch_size=0", ["data.batch_size=0", "positive integer"]),
+    ("optim.lr=0", ["optim.lr=0", "positive number"]),
+    ("optim.lr=-1e-4", ["optim.lr=-0.0001", "positive number"]),
+    ("optim.n_dis=0", ["optim.n_dis=0", "positive integer"]),
+    ("optim.n_dis=1.5", ["optim.n_dis=1.5", "positive integer"]),
+    ("optim.beta2=1.5", ["optim.beta2=1.5", "[0, 1)"]),
+    ("data.variant=moon", ["data.variant='moon'", "ring8, grid25, swiss_roll"]),
+])
+def test_invalid_values(cli, tmp_path, override, needles):
+    assert_user_error(cli("src.train", *BASE, override, run_dir=tmp_path / "run"), *needles)
+
+
+def test_unknown_option_names_the_option_and_the_valid_ones(cli, tmp_path):
+    result = cli("src.train", *BASE, "regularizer=spectral", run_dir=tmp_path / "run")
+    assert result.returncode != 0
+    assert "regularizer/spectral" in result.stderr and "sn" in result.stderr
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_missing_data_root(cli, tmp_path):
+    missing = tmp_path / "nowhere"
+    assert_user_error(cli("src.train", *BASE, "data=image_folder", f"data.root={missing}", run_dir=tmp_path / "run"),
+                      str(missing), "does not exist")
+
+
+def test_folder_without_images(cli, tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("no images here")
+    assert_user_error(cli("src.train", *BASE, "data=image_folder", f"data.root={empty}", run_dir=tmp_path / "run"),
+                      str(empty), "holds no images")
+
+
+def test_undecodable_image(cli, tmp_path):
+    root = make_image_folder(tmp_path / "imgs", n=3)
+    (root / "broken.png").write_bytes(b"not a png at all")
+    assert_user_error(cli("src.train", *BASE, "data=image_folder", f"data.root={root}", "data.cache=false", run_dir=tmp_path / "run"),
+                      "broken.png", "cannot decode")
+
+
+def test_cifar10_missing_offline_says_where_and_how(cli, tmp_path):
+    root = tmp_path / "cifar"
+    assert_user_error(cli("src.train", *BASE, "data=cifar10", f"data.root={root}", "data.download=false", run_dir=tmp_path / "run"),
+                      str(root / "cifar-10-batches-py"), "cifar-10-python.tar.gz")
+
+
+def test_resolution_the_arch_cannot_take(cli, tmp_path):
+    root = make_image_folder(tmp_path / "imgs", n=3)
+    assert_user_error(cli("src.train", *BASE, "data=image_folder", f"data.root={root}", "data.resolution=30", run_dir=tmp_path / "run"),
+                      "resolution 30", "multiple of 8")
+
+
+def test_ckpt_path_that_does_not_exist(cli, tmp_path):
+    assert_user_error(cli("src.train", *BASE, f"ckpt_path={tmp_path / 'x.ckpt'}", run_dir=tmp_path / "run"), "x.ckpt", "does not exist")
