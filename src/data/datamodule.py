@@ -24,12 +24,16 @@ def default_cache_dir() -> Path:
 class GANDataModule(L.LightningDataModule):
     def __init__(self, name: str, batch_size: int, root: str | None = None, resolution: int | None = None,
                  channels: int | None = None, split: str = "train", download: bool = True, variant: str = "ring8",
-                 std: float = 0.02, n_points: int = 100_000, max_images: int | None = None, cache: bool = True,
+                 std: float | None = None, n_points: int = 100_000, max_images: int | None = None, cache: bool = True,
                  data_seed: int = 0, **_ignored):
         super().__init__()
         if name not in NAMES:
             raise ConfigError(f"data.name={name!r} is unknown; valid: {', '.join(NAMES)}")
         self.name, self.batch_size, self.root, self.resolution, self.channels = name, batch_size, root, resolution, channels
+        if name == "toy2d":
+            from .toy2d import resolve_std
+
+            std = resolve_std(variant, std)
         self.split, self.download, self.variant, self.std, self.n_points = split, download, variant, std, n_points
         self.max_images, self.cache, self.data_seed = max_images, cache, data_seed
         self.data: torch.Tensor | None = None  # uint8 images (N, C, H, W) or float32 points (N, 2)

@@ -7,6 +7,17 @@ import torch
 from ..errors import ConfigError
 
 VARIANTS = ("ring8", "grid25", "swiss_roll")
+# per-variant noise, as in the mode-collapse literature (Metz et al. 2017; Srivastava et al. 2017)
+DEFAULT_STD = {"ring8": 0.02, "grid25": 0.05, "swiss_roll": 0.05}
+
+
+def resolve_std(variant: str, std: float | None) -> float:
+    mode_centers(variant)  # validates the variant name
+    if std is None:
+        return DEFAULT_STD[variant]
+    if not isinstance(std, (int, float)) or isinstance(std, bool) or std <= 0:
+        raise ConfigError(f"data.std={std!r} is invalid; it must be a positive number (or null for the variant's default)")
+    return float(std)
 
 
 def mode_centers(variant: str, radius: float = 2.0, spacing: float = 2.0):

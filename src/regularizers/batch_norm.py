@@ -2,7 +2,7 @@
 
 Fills every NormSlot of D: BatchNorm2d for feature maps, BatchNorm1d for flat features, both
 affine=False. D sees the real and the fake batch in separate forward passes, so each is normalized
-with its own statistics (as in the SN paper's Chainer code and DCGAN).
+with its own statistics (as DCGAN-style discriminators do).
 """
 from torch import nn
 
