@@ -36,6 +36,7 @@ class GAN(L.LightningModule):
         self.history: list[dict] = []  # (step, losses) at log steps, for the loss-curve plot
         self._rng: torch.Generator | None = None
         self._rng_state: torch.Tensor | None = None
+        self._global_rng_state: dict | None = None
 
     # ---- randomness ------------------------------------------------------------------------------------
     @property
@@ -43,7 +44,7 @@ class GAN(L.LightningModule):
         """One generator on the training device for real-batch indices and noise (checkpointed)."""
         if self._rng is None or self._rng.device != self.device:
             self._rng = torch.Generator(device=self.device)
-            self._rng.manual_seed(self.seed)
+            self._rng.manual_seed(self.seed + 7919 * self.global_rank)  # distinct batches per DDP rank
             if self._rng_state is not None:
                 self._rng.set_state(self._rng_state)
                 self._rng_state = None
@@ -64,7 +65,15 @@ class GAN(L.LightningModule):
     def on_fit_start(self) -> None:
         self.trainer.datamodule.to(self.device)
 
+    def _restore_global_rng(self) -> None:
+        state, self._global_rng_state = self._global_rng_state, None
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
     def training_step(self, batch, batch_idx):
+        if self._global_rng_state is not None:
+            self._restore_global_rng()
         opt_d, opt_g = self.optimizers()
         bs = self.batch_size
         for _ in range(self.n_dis):
@@ -135,7 +144,14 @@ class GAN(L.LightningModule):
 
     # ---- checkpoints -----------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # never write non-finite weights over the last good checkpoint
+        for name, p in self.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                raise DivergedError(self.g_step, f"weights ({name})")
         checkpoint["gan_rng_state"] = self.rng.get_state()
+        # the global RNGs too: penalties (interpolation points) and callbacks may draw from them
+        checkpoint["global_rng_state"] = {"torch": torch.get_rng_state(),
+                                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
         checkpoint["gan_history"] = list(self.history)
         checkpoint["run_config"] = self.run_config
         checkpoint["regularizer_state"] = self.regularizer.state_dict()
@@ -143,6 +159,8 @@ class GAN(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._rng_state = checkpoint.get("gan_rng_state")
         self._rng = None
+        # restored at the first training step: Lightning draws from the global RNG in between
+        self._global_rng_state = checkpoint.get("global_rng_state")
         self.history = list(checkpoint.get("gan_history", []))
         self.regularizer.load_state_dict(checkpoint.get("regularizer_state", {}))
 

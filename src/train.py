@@ -60,6 +60,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, module, extra_callbacks=()):
     from hydra.utils import instantiate
 
     from .callbacks import GeneratorStepCheckpoint, LossCurves, SampleSnapshots, StepTimer
+    from .checkpoint_io import AtomicCheckpointIO
     from .module import total_optimizer_steps
 
     n_dis = int(cfg.optim.n_dis)
@@ -77,7 +78,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, module, extra_callbacks=()):
     trainer = L.Trainer(
         max_steps=total_optimizer_steps(cfg.steps, n_dis), max_epochs=-1, logger=logger, callbacks=callbacks,
         default_root_dir=str(run_dir), log_every_n_steps=1, enable_model_summary=False,
-        num_sanity_val_steps=0, **trainer_kwargs)
+        num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()], **trainer_kwargs)
     return trainer, timer
 
 

@@ -56,30 +56,38 @@ def _online(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     return bool(result)
 
 
-def resolve_inception_weights(path: str | None = None, download: bool = True) -> Path:
-    """The local weights file, downloading it into the hub cache when needed and possible; else UserError (one line)."""
+def resolve_inception_weights(path: str | None = None, download: bool = True, option: str = "metrics.inception_weights",
+                              fallback: str = "or train anyway with metrics=none") -> Path:
+    """The local weights file, downloading it into the hub cache when needed and possible; else UserError (one line).
+
+    ``option`` / ``fallback`` word the message for the caller (a config key for src.train, a flag for src.evaluate).
+    """
+    eq = "=" if not option.startswith("--") else " "
     if path not in (None, "", "null"):
         p = Path(str(path)).expanduser()
         if not p.is_file():
-            raise UserError(f"metrics.inception_weights={path} does not exist; give the path of torch-fidelity's "
-                            f"{weights_file_name()} (from {weights_url()}), or train anyway with metrics=none")
+            raise UserError(f"{option}{eq}{path} does not exist; give the path of torch-fidelity's "
+                            f"{weights_file_name()} (from {weights_url()}), {fallback}")
         return p
     hub = hub_weights_path()
     if hub.is_file():
         return hub
     url = weights_url()
     if download and _online(url):
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(60)  # urllib's reads have no timeout of their own: a stalled mirror must not hang the run
         try:
             hub.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(url, str(hub), progress=True)
+            torch.hub.download_url_to_file(url, str(hub), progress=True)  # via a temp file: never a partial file at hub
             return hub
         except Exception as exc:  # a dropped connection, a full disk, ...
             reason = f"the download from {url} failed ({type(exc).__name__})"
+        finally:
+            socket.setdefaulttimeout(previous)
     else:
         reason = f"{url} is unreachable (offline)" if download else "downloads are off"
-    raise UserError(f"Inception weights not found: metrics.inception_weights is not set, {hub} does not exist and "
-                    f"{reason}; download that file elsewhere and pass metrics.inception_weights=PATH (or copy it to "
-                    f"{hub}), or train anyway with metrics=none")
+    raise UserError(f"Inception weights not found: {option} is not set, {hub} does not exist and "
+                    f"{reason}; download that file elsewhere and pass {option}{eq}PATH (or copy it to {hub}), {fallback}")
 
 
 _SHA_MEMO: dict = {}
@@ -107,6 +115,8 @@ class InceptionFeatures:
 
     name = FEATURES_NAME
     feature_dim = 2048
+    channels = 3
+    cache_subdir = "inception"
 
     def __init__(self, weights: Path, device: str | torch.device = "cpu", batch_size: int = 64):
         from torchmetrics.image.fid import NoTrainInceptionV3
@@ -160,14 +170,23 @@ def make_random_inception_weights(path: Path, seed: int = 0) -> Path:
         net = _Unloaded("inception-v3-compat", [POOL])
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in net.named_parameters():
+        for p in net.parameters():
             if p.dim() == 4:
                 fan_in = p.shape[1] * p.shape[2] * p.shape[3]
                 p.copy_(torch.randn(p.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
-            elif name == "fc.weight":
-                p.copy_(torch.randn(p.shape, generator=gen) * (4.0 / p.shape[1]) ** 0.5)
-            elif name == "fc.bias":
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+        # Pool features share one large common direction (ReLU + average pooling): a random head would
+        # give every image the same class, IS ~ 1. Project it out and scale the head so that the logits
+        # differ between calibration images by ~2.5 per class: IS of a few, as for real nets.
+        net.features_list = [POOL]
+        calib = torch.cat([torch.randint(0, 256, (6, 3, 32, 32), generator=gen, dtype=torch.uint8),
+                           (torch.linspace(0, 255, 32).view(1, 1, 32, 1) * torch.rand(6, 3, 1, 1, generator=gen)).expand(-1, -1, -1, 32).to(torch.uint8)])
+        feats = net.eval()(calib)[0].double()
+        mean_dir = feats.mean(0) / feats.mean(0).norm()
+        w = torch.randn(net.fc.weight.shape, generator=gen, dtype=torch.float64)
+        w -= (w @ mean_dir)[:, None] * mean_dir[None]
+        w *= 2.5 / float((feats @ w.T).std(0).mean())
+        net.fc.weight.copy_(w.float())
+        net.fc.bias.copy_(torch.randn(net.fc.bias.shape, generator=gen) * 0.1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)

@@ -40,5 +40,6 @@ class Orthonormal(Regularizer):
                 nn.init.orthogonal_(layer.weight)
 
     def penalty(self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(real.device.type, enabled=False):
-            return self.coef * sum(gram_deviation(layer.weight) for layer in weight_layers(discriminator))
+        layers = weight_layers(discriminator)
+        with torch.autocast(layers[0].weight.device.type, enabled=False):
+            return self.coef * sum(gram_deviation(layer.weight) for layer in layers)

@@ -1,0 +1,198 @@
+"""src.report from hand-made sweeps: best setting per method, mean ± std over seeds, status counts,
+partial sweeps (diverged, failed, killed and never-started jobs, an unreadable summary)."""
+import csv
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from src.report import build_report
+from src.report.aggregate import Stat, build_groups, parse_metric
+from src.report.collect import Run
+
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = {"A": (1e-4, 0.5, 0.9, 5), "D": (1e-3, 0.5, 0.9, 5)}
+LOSS = {"sn": "ns", "wgan_gp": "wasserstein", "none": "ns"}
+PROTOCOL = {"n_real": 1797, "n_fake": 2000, "real_split": "train", "features": "digits classifier"}
+
+
+def summary(reg, optim, seed, status="completed", fid=None, is_mean=None, sec=None, error=None):
+    lr, b1, b2, n_dis = SETTINGS[optim]
+    done = status == "completed"
+    return {"status": status, "regularizer": reg, "loss": LOSS[reg], "optim": optim, "lr": lr, "beta1": b1, "beta2": b2,
+            "n_dis": n_dis, "arch": "standard_cnn", "data": "digits", "seed": seed, "steps": 100 if done else 7,
+            "steps_planned": 100, "metrics": {"fid": fid, "is_mean": is_mean, "is_std": 0.1} if done else {},
+            "eval_protocol": PROTOCOL if done else {},
+            "timing": {"sec_per_step": sec, "total_sec": sec * 100 if sec else None}, "error": error}
+
+
+def write_job(job_dir: Path, overrides: list[str], summ: dict | None, cfg: dict | None = None):
+    (job_dir / ".hydra").mkdir(parents=True)
+    (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (job_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg or {}))
+    if summ is not None:
+        (job_dir / "summary.json").write_text(json.dumps(summ))
+
+
+def write_multirun(sweep: Path, params: dict, task: list[str]):
+    sweep.mkdir(parents=True, exist_ok=True)
+    cfg = {"hydra": {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                                 "max_batch_size": None, "params": params},
+                     "overrides": {"task": task, "hydra": []}}}
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(cfg))
+
+
+# The scores of the fixture sweep (FID; IS).
+SCORES = {("sn", "A"): [(30.0, 7.0), (34.0, 7.4)], ("sn", "D"): [(28.0, 7.6), (29.0, 7.2)],
+          ("wgan_gp", "A"): [(40.0, 6.5)], ("none", "A"): [(50.0, 5.0)]}
+
+
+@pytest.fixture
+def sweeps(tmp_path):
+    """sweep1: {sn, wgan_gp} x {A, D} x seeds {0, 1}: 8 jobs; wgan_gp/A/1 diverged, wgan_gp/D/0 failed,
+    wgan_gp/D/1 killed before writing its summary. sweep2: none/A x seeds {0, 1}, seed 1 never started,
+    plus a truncated summary.json."""
+    s1 = tmp_path / "sweep1"
+    write_multirun(s1, {"regularizer": "sn,wgan_gp", "optim": "A,D"}, ["seed=0,1", "data=digits"])
+    jobs = [("sn", "A", 0, summary("sn", "A", 0, fid=30.0, is_mean=7.0, sec=0.10)),
+            ("sn", "A", 1, summary("sn", "A", 1, fid=34.0, is_mean=7.4, sec=0.12)),
+            ("sn", "D", 0, summary("sn", "D", 0, fid=28.0, is_mean=7.6, sec=0.11)),
+            ("sn", "D", 1, summary("sn", "D", 1, fid=29.0, is_mean=7.2, sec=0.11)),
+            ("wgan_gp", "A", 0, summary("wgan_gp", "A", 0, fid=40.0, is_mean=6.5, sec=0.30)),
+            ("wgan_gp", "A", 1, summary("wgan_gp", "A", 1, status="diverged", error="non-finite loss at generator step 7")),
+            ("wgan_gp", "D", 0, summary("wgan_gp", "D", 0, status="failed", error="RuntimeError: boom")),
+            ("wgan_gp", "D", 1, None)]
+    for num, (reg, opt, seed, summ) in enumerate(jobs):
+        cfg = {"regularizer": {"name": reg}, "optim": {"name": opt, "n_dis": 5}, "loss": {"name": LOSS[reg]},
+               "data": {"name": "digits"}, "arch": {"name": "standard_cnn"}, "seed": seed}
+        write_job(s1 / str(num), [f"regularizer={reg}", f"optim={opt}", f"seed={seed}", "data=digits"], summ, cfg)
+    s2 = tmp_path / "sweep2"
+    write_multirun(s2, {}, ["regularizer=none", "optim=A", "seed=0,1"])
+    write_job(s2 / "0", ["regularizer=none", "optim=A", "seed=0"], summary("none", "A", 0, fid=50.0, is_mean=5.0, sec=0.09))
+    (s2 / "stray").mkdir()
+    (s2 / "stray" / "summary.json").write_text('{"status": "compl')
+    return s1, s2
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_best_setting_per_method_mean_std_over_seeds(sweeps, tmp_path):
+    out = build_report(sweeps, tmp_path / "rep")["out"]
+    best = {r["method"]: r for r in read_csv(out / "best.csv")}
+    assert list(best) == ["none", "sn", "wgan_gp"]
+    # sn: D (mean FID 28.5) beats A (32.0); wgan_gp: A is the only setting with a score
+    assert best["sn"]["best_setting"] == "D" and best["wgan_gp"]["best_setting"] == "A" and best["none"]["best_setting"] == "A"
+    for method, setting in [("sn", "D"), ("wgan_gp", "A"), ("none", "A")]:
+        fids = [f for f, _ in SCORES[(method, setting)]]
+        row = best[method]
+        assert float(row["fid_mean"]) == pytest.approx(statistics.mean(fids))
+        assert int(row["fid_n"]) == len(fids)
+        if len(fids) > 1:
+            assert float(row["fid_std"]) == pytest.approx(statistics.stdev(fids))
+        else:
+            assert row["fid_std"] == ""
+        ises = [i for _, i in SCORES[(method, setting)]]
+        assert float(row["is_mean_mean"]) == pytest.approx(statistics.mean(ises))
+    assert best["sn"]["metric"] == "fid" and best["sn"]["direction"] == "min"
+    assert (best["wgan_gp"]["runs_completed"], best["wgan_gp"]["runs_diverged"], best["wgan_gp"]["runs_failed"],
+            best["wgan_gp"]["runs_missing"]) == ("1", "1", "1", "1")
+
+    md = (out / "report.md").read_text()
+    sn_row = next(line for line in md.splitlines() if line.startswith("| sn |"))
+    assert f"{statistics.mean([28.0, 29.0]):.4g} ± {statistics.stdev([28.0, 29.0]):.2g}" in sn_row  # "28.5 ± 0.71"
+    assert "| sn | ns | D |" in sn_row
+    # the protocol the numbers were measured with is stated
+    assert "n_real=1797" in md and "features=digits classifier" in md
+
+
+def test_cells_status_timing_and_partial_sweeps(sweeps, tmp_path):
+    out = build_report(sweeps, tmp_path / "rep")["out"]
+    cells = {(r["method"], r["setting"], r["metric"]): r for r in read_csv(out / "cells.csv")}
+    a = [f for f, _ in SCORES[("sn", "A")]]
+    assert float(cells[("sn", "A", "fid")]["mean"]) == pytest.approx(statistics.mean(a))
+    assert float(cells[("sn", "A", "fid")]["std"]) == pytest.approx(statistics.stdev(a))
+    assert cells[("wgan_gp", "D", "fid")]["n"] == "0" and cells[("wgan_gp", "D", "fid")]["mean"] == ""
+
+    status = {(r["method"], r["setting"]): r for r in read_csv(out / "status.csv")}
+    assert (status[("wgan_gp", "A")]["completed"], status[("wgan_gp", "A")]["diverged"]) == ("1", "1")
+    assert (status[("wgan_gp", "D")]["failed"], status[("wgan_gp", "D")]["missing"]) == ("1", "1")
+    assert status[("sn", "D")]["completed"] == "2"
+
+    timing = {r["method"]: r for r in read_csv(out / "timing.csv")}
+    assert float(timing["sn"]["sec_per_step_mean"]) == pytest.approx(statistics.mean([0.10, 0.12, 0.11, 0.11]))
+    assert timing["sn"]["n_dis"] == "5"
+
+    runs = read_csv(out / "runs.csv")
+    assert len(runs) == 10  # 8 job dirs of sweep1, 1 of sweep2, the unreadable summary
+    assert sorted(r["status"] for r in runs).count("unreadable") == 1
+
+    missing = read_csv(out / "missing_jobs.csv")
+    assert [(Path(r["sweep_dir"]).name, r["overrides"]) for r in missing] == [("sweep2", "regularizer=none optim=A seed=1")]
+    md = (out / "report.md").read_text()
+    assert "RuntimeError: boom" in md and "non-finite loss" in md
+    assert "sweep1/7" in md  # the killed job is named
+    assert "regularizer=none optim=A seed=1" in md
+    assert "8 jobs asked for, 8 job dirs found" in md and "2 jobs asked for, 1 job dirs found" in md
+
+    for name in ("scores_digits_fid.png", "scores_digits_is_mean.png", "time_per_step_digits.png"):
+        path = out / "figures" / name
+        assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"figures/{name}" in md
+
+
+def test_cli_default_out_and_metric_choice(sweeps):
+    s1, s2 = sweeps
+    proc = subprocess.run([sys.executable, "-m", "src.report", str(s1), str(s2), "--metric", "is_mean"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    best = {r["method"]: r for r in read_csv(s1 / "report" / "best.csv")}
+    # by IS (higher is better) sn's best setting is still D (7.4 vs 7.2), and the primary column is IS
+    assert best["sn"]["metric"] == "is_mean" and best["sn"]["direction"] == "max"
+    assert float(best["sn"]["is_mean_mean"]) == pytest.approx(7.4)
+    bad = subprocess.run([sys.executable, "-m", "src.report", str(s1), "--metric", "mystery"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "mystery:min" in bad.stderr
+
+
+def toy_run(reg, optim, seed, modes, sw, loss="ns", n_dis=1, status="completed"):
+    r = Run(path=f"{reg}/{optim}/{n_dis}/{seed}", status=status, regularizer=reg, loss=loss, optim=optim, lr=1e-3,
+            beta1=0.5, beta2=0.9, n_dis=n_dis, arch="mlp", data="toy2d", seed=seed, steps_planned=300)
+    if status == "completed":
+        r.metrics = {"modes_covered": modes, "sliced_wasserstein": sw, "high_quality_fraction": 0.5}
+    return r
+
+
+def test_toy_metric_auto_ties_broken_and_labels_for_loss_and_n_dis_grids():
+    runs = [toy_run("sn", "D", 0, 8, 0.30, n_dis=1), toy_run("sn", "D", 0, 8, 0.10, n_dis=5),
+            toy_run("sn", "D", 0, 6, 0.01, n_dis=20),
+            toy_run("wgan_gp", "D", 0, 3, 0.5, loss="wasserstein"), toy_run("wgan_gp", "D", 0, 5, 0.4, loss="ns")]
+    (g,) = build_groups(runs)
+    assert g.metric == "modes_covered" and g.direction == "max"
+    # the n_dis grid at setting D: one setting per n_dis; GAN-GP vs WGAN-GP: one method per loss
+    assert g.settings == ["D (n_dis=1)", "D (n_dis=5)", "D (n_dis=20)"]
+    assert g.methods == ["sn", "wgan_gp + ns", "wgan_gp + wasserstein"]
+    best = {b["method"]: b["best_setting"] for b in g.best}
+    assert best["sn"] == "D (n_dis=5)"  # 8 modes at n_dis 1 and 5; the lower sliced W1 decides
+    (g2,) = build_groups(runs, "sliced_wasserstein")
+    assert {b["method"]: b["best_setting"] for b in g2.best}["sn"] == "D (n_dis=20)"
+
+
+def test_metric_parsing_and_stats():
+    assert parse_metric("fid") == ("fid", "min") and parse_metric("x:max") == ("x", "max")
+    with pytest.raises(ValueError):
+        parse_metric("x")
+    assert Stat.of([]).n == 0 and Stat.of([1.0]).std is None and Stat.of([1.0, 3.0]).std == pytest.approx(2 ** 0.5)
+
+
+def test_no_scores_at_all_still_reports(tmp_path):
+    write_job(tmp_path / "s" / "0", ["regularizer=sn"], summary("sn", "A", 0, status="failed", error="ConfigError: x"))
+    out = build_report([tmp_path / "s"])["out"]
+    md = (out / "report.md").read_text()
+    assert "no run has a score" in md and "1 failed" in md
