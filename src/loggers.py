@@ -125,7 +125,8 @@ class GANWandbLogger(WandbLogger):
         if name == "auto":
             name = _run_name(job, name_fallback)
         tags = [str(t)[:64] for t in (tags or []) if t not in (None, "")]
-        kwargs.setdefault("save_dir", job.get("output_dir", "."))
+        if kwargs.get("save_dir") is None:  # the run dir, so offline runs sit next to the run's other outputs
+            kwargs["save_dir"] = job.get("output_dir", ".")
         # mode goes to wandb.init: Lightning's own offline flag would set WANDB_MODE for the whole
         # process, and with it every later job of a sweep
         super().__init__(name=name, group=group, tags=tags, mode=self.wandb_mode, **kwargs)

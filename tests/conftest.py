@@ -72,7 +72,8 @@ def image_root(tmp_path):
 
 class CLIResult:
     def __init__(self, proc, run_dir):
-        self.returncode, self.stdout, self.stderr, self.run_dir = proc.returncode, proc.stdout, proc.stderr, Path(run_dir)
+        self.returncode, self.stdout, self.stderr = proc.returncode, proc.stdout, proc.stderr
+        self.run_dir = Path(run_dir) if run_dir is not None else None
 
     @property
     def summary(self):

@@ -1,5 +1,8 @@
 """python -m src.evaluate: a run dir / checkpoint, or folders of images; one-line errors."""
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli, train_in_process
+from conftest import REPO, train_in_process
 from src.evaluate import main
 from src.metrics.inception import make_random_inception_weights
 
@@ -20,11 +23,21 @@ def inception_weights(tmp_path_factory):
     return path if path.is_file() else make_random_inception_weights(path, seed=0)
 
 
+def evaluate_cli(*args, timeout=600):
+    """``python -m src.evaluate ARGS`` from the repository root (conftest's run_cli appends Hydra overrides)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "src.evaluate", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("digits") / "run"
-    summary = train_in_process(["data=digits", "steps=2", "metrics=fast", "metrics.n_real=120", "metrics.n_fake=100",
-                                "callbacks=none", "logger=none"], run_dir)
+    # module scope runs before conftest's per-test cache isolation: point the cache at the session's temp dir
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GANLAB_CACHE", str(tmp_path_factory.getbasetemp() / "ganlab-cache"))
+        summary = train_in_process(["data=digits", "steps=2", "metrics=fast", "metrics.n_real=120", "metrics.n_fake=100",
+                                    "callbacks=none", "logger=none"], run_dir)
     assert summary["status"] == "completed", summary["error"]
     return run_dir, summary
 
@@ -39,7 +52,7 @@ def save_pngs(root: Path, arrays) -> Path:
 def test_run_dir_scores_reproduce_the_training_summary(digits_run, tmp_path):
     run_dir, summary = digits_run
     out = tmp_path / "scores.json"
-    res = run_cli("src.evaluate", run_dir, "--json", out)
+    res = evaluate_cli(run_dir, "--json", out)
     assert res.returncode == 0, res.stderr
     assert "FID" in res.stdout and "protocol fast" in res.stdout
     scores = json.loads(out.read_text())
@@ -67,8 +80,8 @@ def test_folders_with_inception(inception_weights, tmp_path):
     ramps = (np.linspace(0, 255, 40)[None, :, None, None] * rng.random((5, 1, 1, 3))).repeat(40, 2).astype(np.uint8)
     real = save_pngs(tmp_path / "real", ramps)
     out = tmp_path / "s.json"
-    res = run_cli("src.evaluate", "--fake", fake, "--real", real, "--inception-weights", inception_weights,
-                  "--json", out, "--protocol", "fast")
+    res = evaluate_cli("--fake", fake, "--real", real, "--inception-weights", inception_weights,
+                       "--json", out, "--protocol", "fast")
     assert res.returncode == 0, res.stderr
     scores = json.loads(out.read_text())
     assert KEYS <= set(scores) and all(np.isfinite(scores[k]) for k in KEYS)
@@ -120,6 +133,6 @@ def test_errors_are_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_cli_error_exit_status_without_traceback(tmp_path):
-    res = run_cli("src.evaluate", tmp_path / "nothing-here")
+    res = evaluate_cli(tmp_path / "nothing-here")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [f"error: {tmp_path / 'nothing-here'} is neither a run directory nor a checkpoint file"]

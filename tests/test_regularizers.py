@@ -459,7 +459,7 @@ def test_norm_baselines_refuse_a_discriminator_without_slots(reg_cls):
 ALL = ["none", "sn", "sn_conv", "weight_clip", "wgan_gp", "dragan", "weight_norm", "orthonormal", "batch_norm", "layer_norm"]
 DEFAULT_LOSS = {"weight_clip": "wasserstein", "wgan_gp": "wasserstein"}
 DEFAULTS = {"sn": {"power_iterations": 1}, "sn_conv": {"power_iterations": 1}, "weight_clip": {"c": 0.01},
-            "wgan_gp": {"lam": 10.0}, "dragan": {"lam": 10.0}, "orthonormal": {"coef": 1e-4}}
+            "wgan_gp": {"lam": 10.0}, "dragan": {"lam": 10.0}, "orthonormal": {"coef": 0.01}}
 
 
 @pytest.mark.parametrize("name", ALL)

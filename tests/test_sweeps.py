@@ -118,3 +118,24 @@ def test_grid_ndis_scaled_down_end_to_end(tmp_path):
     assert report.returncode == 0, report.stderr
     settings = {r["setting"] for r in csv.DictReader(open(sweep / "report" / "status.csv"))}
     assert settings == {f"D (n_dis={n})" for n in (1, 2, 5, 10, 20)}
+
+
+def test_launcher_configs_extend_the_plugins():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        par = compose("config", overrides=["hydra/launcher=parallel"], return_hydra_config=True).hydra.launcher
+        slurm = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True).hydra.launcher
+    assert par._target_.endswith("JoblibLauncher") and par.n_jobs == 2
+    assert slurm._target_.endswith("SlurmLauncher") and slurm.gpus_per_node == 1 and slurm.timeout_min >= 24 * 60
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_the_jobs(tmp_path):
+    """The submitit plugin's local executor: the same pickling and job dirs as on SLURM, without a cluster."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli("src.train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "steps=3",
+                   "regularizer=sn,none", *FAST, f"hydra.sweep.dir={sweep}", run_dir=sweep, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    statuses = [json.loads((sweep / j / "summary.json").read_text())["status"] for j in ("0", "1")]
+    assert statuses == ["completed", "completed"]
+    assert (sweep / ".submitit").is_dir()

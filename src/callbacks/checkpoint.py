@@ -7,7 +7,8 @@ class GeneratorStepCheckpoint(ModelCheckpoint):
     def __init__(self, n_dis: int, every: int, **kwargs):
         # Lightning's global_step counts D and G optimizer steps: n_dis + 1 per generator update
         super().__init__(every_n_train_steps=every * (n_dis + 1) if every else 0,
-                         filename="gstep_{g_step:07d}", auto_insert_metric_name=False, **kwargs)
+                         filename="gstep_{g_step:07d}", auto_insert_metric_name=False,
+                         enable_version_counter=False, **kwargs)
         self.per_g_step = n_dis + 1
 
     def format_checkpoint_name(self, metrics, *args, **kwargs):

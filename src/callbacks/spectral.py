@@ -14,7 +14,8 @@ Conv2d layer of D (its effective weight, so parametrized layers are seen as norm
 and for D as a whole the bound ``lip_upper`` (the sigma_true combined by D's structure, see
 src.spectral.lipschitz), the same combination of reshaped norms ``lip_upper_reshaped``, and
 input-gradient norms |grad_x D| at ``n_points`` real, generated and interpolated points (mean and
-max; ``lip_lower``, the largest, is a lower bound on D's Lipschitz constant). Every
+max; ``lip_lower``, the largest, is a lower bound on D's Lipschitz constant) and D's mean output
+there (``d_real_mean``, ``d_fake_mean``, ``d_interp_mean``). Every
 ``spectrum_every`` updates (and at the end) it also keeps the full spectra: the reshaped matrix's
 singular values and, for convolutions, the FFT spectrum of the circular convolution on the
 zero-padded input's torus, whose largest value ``sigma_fft_bound`` is a rigorous upper bound on the
@@ -191,9 +192,10 @@ class SpectralMonitor(L.Callback):
         fake = module.generate(n, z=z).to(real.device, real.dtype)
         out, best = {}, 0.0
         for kind, x in (("real", real), ("fake", fake), ("interp", interpolate(real, fake, self._gen))):
-            gn = input_gradient_norms(module.D, x)
+            gn, value = input_gradient_norms(module.D, x, return_outputs=True)
             out[f"spectral/grad_norm_{kind}_mean"] = float(gn.mean())
             out[f"spectral/grad_norm_{kind}_max"] = float(gn.max())
+            out[f"spectral/d_{kind}_mean"] = float(value.mean())  # how far apart D puts real and fake
             best = max(best, float(gn.max()))
         out["spectral/lip_lower"] = best
         return out

@@ -172,12 +172,15 @@ def lipschitz_upper_bound(module: nn.Module, norms: dict, shapes: dict | None = 
     return bound, valid, note
 
 
-def input_gradient_norms(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """|grad_x D(x_i)|_2 for each sample (D in eval mode, so samples do not interact)."""
+def input_gradient_norms(module: nn.Module, x: torch.Tensor, return_outputs: bool = False):
+    """|grad_x D(x_i)|_2 for each sample (D in eval mode, so samples do not interact); with
+    ``return_outputs`` also D(x_i): (norms, outputs)."""
     with eval_mode(module), torch.enable_grad():
         x = x.detach().clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(module(x).sum(), x)
-    return g.flatten(1).norm(dim=1)
+        out = module(x)
+        (g,) = torch.autograd.grad(out.sum(), x)
+    norms = g.flatten(1).norm(dim=1)
+    return (norms, out.detach().flatten()) if return_outputs else norms
 
 
 def interpolate(real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -1,0 +1,215 @@
+"""Cost of each regularizer: wall time of one generator update (with its n_dis D updates).
+
+    python -m benchmarks.bench_regularizers [--reps 3] [--steps 1] [--n-dis 1 5] [--no-write]
+
+Standard CNN G and D of the SN paper, batch 64, random CIFAR-sized (3x32x32) data, on this machine's
+CPU. Every regularizer runs through the real training step (src.module.GAN under a Lightning
+Trainer), timed per generator update from a callback. The two gradient penalties are also written
+as a plain hand-written PyTorch loop (no Lightning, no regularizer hooks), with a plain unregularized
+loop for reference, to show what the framework costs.
+
+Configurations are interleaved: each repetition times every configuration once, in an order that
+rotates between repetitions, so load from other processes hits all of them alike; each ratio is
+taken within a repetition (config / none of the same repetition) and the median over repetitions
+is reported. Results go to docs/benchmarks.md (section "regularizers") unless --no-write.
+"""
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from benchmarks._report import write_section
+from src.data import GANDataModule
+from src.losses import get_loss
+from src.module import GAN
+from src.networks.standard_cnn import StandardCNNDiscriminator, StandardCNNGenerator
+from src.regularizers import build_regularizer
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "regularizer"
+REGULARIZERS = ["none", "sn", "sn_conv", "weight_clip", "wgan_gp", "dragan", "weight_norm", "orthonormal", "batch_norm", "layer_norm"]
+PLAIN = ["plain none", "plain wgan_gp", "plain dragan"]
+TARGETS = {"sn": 1.05, "sn_conv": 1.15}
+BATCH, RES, Z_DIM, POOL = 64, 32, 128, 1024
+
+
+def random_data(seed: int = 0) -> GANDataModule:
+    dm = GANDataModule("cifar10", batch_size=BATCH, resolution=RES, channels=3)
+    dm.data = torch.randint(0, 256, (POOL, 3, RES, RES), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return dm
+
+
+class _BatchTimer(L.Callback):
+    def __init__(self):
+        self.times, self._t = [], None
+
+    def on_train_batch_start(self, *args):
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, *args):
+        self.times.append(time.perf_counter() - self._t)
+
+
+class FrameworkRunner:
+    """One regularizer through src.module.GAN's training step (one batch = one generator update)."""
+
+    def __init__(self, name: str, n_dis: int, seed: int = 0):
+        torch.manual_seed(seed)
+        cfg = OmegaConf.load(CONF / f"{name}.yaml")
+        reg = build_regularizer(cfg)
+        g, d = StandardCNNGenerator(Z_DIM, RES, 3), StandardCNNDiscriminator(RES, 3)
+        self.dm = random_data(seed)
+        example = self.dm.sample(2, torch.Generator().manual_seed(0))
+        optim = {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_dis": n_dis, "lr_decay": "none"}
+        self.module = GAN(g, d, reg, get_loss(cfg.default_loss), optim, z_dim=Z_DIM, batch_size=BATCH, steps=10**6,
+                          seed=seed, example_input=example, log_every=10**6)
+        self.n_dis = n_dis
+
+    def run(self, steps: int) -> list[float]:
+        timer = _BatchTimer()
+        self.dm.steps_per_fit = steps
+        trainer = L.Trainer(max_steps=steps * (self.n_dis + 1), max_epochs=-1, logger=False, callbacks=[timer],
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            num_sanity_val_steps=0, accelerator="cpu", devices=1)
+        trainer.fit(self.module, datamodule=self.dm)
+        return timer.times
+
+
+class PlainRunner:
+    """The same update written by hand in PyTorch: what a user would write without the lab."""
+
+    def __init__(self, penalty: str, n_dis: int, seed: int = 0):
+        torch.manual_seed(seed)
+        self.g, self.d = StandardCNNGenerator(Z_DIM, RES, 3), StandardCNNDiscriminator(RES, 3)
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.data = random_data(seed).data
+        self.penalty, self.n_dis = penalty, n_dis
+        self.wasserstein = penalty == "wgan_gp"
+
+    def real(self):
+        idx = torch.randint(0, self.data.shape[0], (BATCH,))
+        return self.data[idx].float() / 127.5 - 1.0
+
+    def gp(self, real, fake):
+        if self.penalty == "wgan_gp":
+            x_hat = real + torch.rand(BATCH, 1, 1, 1) * (fake - real)
+        else:  # DRAGAN as the authors' notebook: x_p = x + 0.5 std(x) U[0,1), then interpolate
+            x_p = real + 0.5 * real.std() * torch.rand_like(real)
+            x_hat = real + torch.rand(BATCH, 1, 1, 1) * (x_p - real)
+        x_hat.requires_grad_(True)
+        (grad,) = torch.autograd.grad(self.d(x_hat).sum(), x_hat, create_graph=True)
+        return 10.0 * ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+    def step(self):
+        for _ in range(self.n_dis):
+            real = self.real()
+            with torch.no_grad():
+                fake = self.g(torch.randn(BATCH, Z_DIM))
+            d_real, d_fake = self.d(real), self.d(fake)
+            if self.wasserstein:
+                loss = d_fake.mean() - d_real.mean()
+            else:
+                loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+            if self.penalty != "none":
+                loss = loss + self.gp(real, fake)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_d.step()
+        out = self.d(self.g(torch.randn(BATCH, Z_DIM)))
+        g_loss = -out.mean() if self.wasserstein else F.softplus(-out).mean()
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+
+    def run(self, steps: int) -> list[float]:
+        times = []
+        for _ in range(steps):
+            t = time.perf_counter()
+            self.step()
+            times.append(time.perf_counter() - t)
+        return times
+
+
+def make_runner(name: str, n_dis: int):
+    return PlainRunner(name.split()[1], n_dis) if name.startswith("plain ") else FrameworkRunner(name, n_dis)
+
+
+def measure(names, n_dis: int, reps: int, steps: int, log) -> dict:
+    """{name: [sec per generator update, one per repetition]}, configurations interleaved."""
+    runners = {n: make_runner(n, n_dis) for n in names}
+    for n, r in runners.items():  # warm-up: allocations, Adam state, first-call overheads
+        r.run(1)
+    out = {n: [] for n in names}
+    for rep in range(reps):
+        order = names[rep % len(names):] + names[:rep % len(names)]
+        for n in order:
+            out[n].append(statistics.mean(runners[n].run(steps)))
+        log(f"n_dis={n_dis} rep {rep + 1}/{reps}: " + ", ".join(f"{n} {out[n][-1]:.2f}s" for n in names))
+    return out
+
+
+def median_ratio(a: list, b: list) -> float:
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def table(results: dict, n_dis_list) -> str:
+    head = "| configuration | " + " | ".join(f"n_dis={k}: × none | s / G update" for k in n_dis_list) + " | target |"
+    sep = "|---|" + "---|---|" * len(n_dis_list) + "---|"
+    rows = [head, sep]
+    for name in REGULARIZERS + PLAIN:
+        if name not in results[n_dis_list[0]]:
+            continue
+        cells = []
+        for k in n_dis_list:
+            res = results[k]
+            base = res["plain none"] if name.startswith("plain ") else res["none"]
+            cells.append(f"{median_ratio(res[name], base):.3f} | {statistics.median(res[name]):.2f}")
+        target = f"≤ {TARGETS[name]:.2f}× none" if name in TARGETS else ("≤ plain loop" if name in ("wgan_gp", "dragan") else "")
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {target} |")
+    lines = ["\n".join(rows), "",
+             "Plain rows are relative to the plain unregularized loop. Framework / plain (same penalty, same repetition; median):", ""]
+    for pen in ("wgan_gp", "dragan"):
+        if pen in results[n_dis_list[0]]:
+            parts = [f"n_dis={k}: {median_ratio(results[k][pen], results[k]['plain ' + pen]):.3f}" for k in n_dis_list]
+            lines.append(f"- {pen}: " + ", ".join(parts))
+    parts = [f"n_dis={k}: {median_ratio(results[k]['none'], results[k]['plain none']):.3f}" for k in n_dis_list]
+    lines.append("- none (the Lightning module's own overhead): " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions (median over them)")
+    ap.add_argument("--steps", type=int, default=1, help="generator updates timed per configuration per repetition")
+    ap.add_argument("--n-dis", type=int, nargs="+", default=[1, 5])
+    ap.add_argument("--only", nargs="+", default=None, help="a subset of regularizers (none and the plain loops are always run)")
+    ap.add_argument("--no-write", action="store_true", help="print the table without writing docs/benchmarks.md")
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    import logging
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    names = REGULARIZERS if args.only is None else ["none"] + [n for n in args.only if n != "none"]
+    names = names + PLAIN
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    t0 = time.perf_counter()
+    results = {k: measure(names, k, args.reps, args.steps, log) for k in args.n_dis}
+    body = table(results, args.n_dis)
+    body += (f"\n\nStandard CNN (SN paper Table 3), batch {BATCH}, random {RES}x{RES}x3 data, {args.reps} interleaved "
+             f"repetitions x {args.steps} generator update(s) per configuration; ratios are medians of per-repetition "
+             f"ratios; total {time.perf_counter() - t0:.0f} s.")
+    print(body)
+    if not args.no_write:
+        cmd = "python -m benchmarks.bench_regularizers" + ("" if argv is None else " " + " ".join(argv))
+        write_section("regularizers", "Regularizer cost per generator update (CPU)", body, cmd)
+
+
+if __name__ == "__main__":
+    main()
