@@ -59,7 +59,7 @@ class _BatchTimer(L.Callback):
 class FrameworkRunner:
     """One regularizer through src.module.GAN's training step (one batch = one generator update)."""
 
-    def __init__(self, name: str, n_dis: int, seed: int = 0):
+    def __init__(self, name: str, n_dis: int = 1, seed: int = 0):
         torch.manual_seed(seed)
         cfg = OmegaConf.load(CONF / f"{name}.yaml")
         reg = build_regularizer(cfg)
@@ -70,6 +70,9 @@ class FrameworkRunner:
         self.module = GAN(g, d, reg, get_loss(cfg.default_loss), optim, z_dim=Z_DIM, batch_size=BATCH, steps=10**6,
                           seed=seed, example_input=example, log_every=10**6)
         self.n_dis = n_dis
+
+    def set_n_dis(self, n_dis: int) -> None:
+        self.n_dis = self.module.n_dis = n_dis
 
     def run(self, steps: int) -> list[float]:
         timer = _BatchTimer()
@@ -84,7 +87,7 @@ class FrameworkRunner:
 class PlainRunner:
     """The same update written by hand in PyTorch: what a user would write without the lab."""
 
-    def __init__(self, penalty: str, n_dis: int, seed: int = 0):
+    def __init__(self, penalty: str, n_dis: int = 1, seed: int = 0):
         torch.manual_seed(seed)
         self.g, self.d = StandardCNNGenerator(Z_DIM, RES, 3), StandardCNNDiscriminator(RES, 3)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -92,6 +95,9 @@ class PlainRunner:
         self.data = random_data(seed).data
         self.penalty, self.n_dis = penalty, n_dis
         self.wasserstein = penalty == "wgan_gp"
+
+    def set_n_dis(self, n_dis: int) -> None:
+        self.n_dis = n_dis
 
     def real(self):
         idx = torch.randint(0, self.data.shape[0], (BATCH,))
@@ -137,15 +143,15 @@ class PlainRunner:
         return times
 
 
-def make_runner(name: str, n_dis: int):
-    return PlainRunner(name.split()[1], n_dis) if name.startswith("plain ") else FrameworkRunner(name, n_dis)
+def make_runner(name: str):
+    return PlainRunner(name.split()[1]) if name.startswith("plain ") else FrameworkRunner(name)
 
 
-def measure(names, n_dis: int, reps: int, steps: int, log) -> dict:
+def measure(runners: dict, n_dis: int, reps: int, steps: int, log) -> dict:
     """{name: [sec per generator update, one per repetition]}, configurations interleaved."""
-    runners = {n: make_runner(n, n_dis) for n in names}
-    for n, r in runners.items():  # warm-up: allocations, Adam state, first-call overheads
-        r.run(1)
+    names = list(runners)
+    for r in runners.values():
+        r.set_n_dis(n_dis)
     out = {n: [] for n in names}
     for rep in range(reps):
         order = names[rep % len(names):] + names[:rep % len(names)]
@@ -200,7 +206,10 @@ def main(argv=None):
     names = names + PLAIN
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     t0 = time.perf_counter()
-    results = {k: measure(names, k, args.reps, args.steps, log) for k in args.n_dis}
+    runners = {n: make_runner(n) for n in names}
+    for r in runners.values():  # warm-up: allocations, first-call overheads (not timed)
+        r.run(1)
+    results = {k: measure(runners, k, args.reps, args.steps, log) for k in args.n_dis}
     body = table(results, args.n_dis)
     body += (f"\n\nStandard CNN (SN paper Table 3), batch {BATCH}, random {RES}x{RES}x3 data, {args.reps} interleaved "
              f"repetitions x {args.steps} generator update(s) per configuration; ratios are medians of per-repetition "

@@ -119,7 +119,10 @@ def load_run(path: Path):
             raise UserError(f"{ckpt_path} stores no run_config and {hydra_cfg} does not exist; cannot rebuild the generator")
         from omegaconf import OmegaConf
 
-        config = OmegaConf.to_container(OmegaConf.load(hydra_cfg), resolve=False)
+        saved = OmegaConf.load(hydra_cfg)
+        # only what rebuilding and scoring need: other keys may interpolate ${hydra:...}, unset outside Hydra
+        config = {k: OmegaConf.to_container(saved[k], resolve=True) if OmegaConf.is_config(saved[k]) else saved[k]
+                  for k in ("arch", "data", "z_dim", "metrics", "optim") if k in saved}
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"{ckpt_path} has no state_dict; is it a Lightning checkpoint of src.train?")
     return ckpt, config, ckpt_path

@@ -19,7 +19,7 @@ from .regularizers.base import Regularizer
 class GAN(L.LightningModule):
     def __init__(self, generator: nn.Module, discriminator: nn.Module, regularizer: Regularizer, loss: GANLoss,
                  optim: dict, z_dim: int, batch_size: int, steps: int, seed: int = 0, example_input: torch.Tensor | None = None,
-                 log_every: int = 10, n_fixed: int = 64, run_config: dict | None = None):
+                 log_every: int = 10, n_fixed: int = 64, run_config: dict | None = None, perf: dict | None = None):
         super().__init__()
         self.automatic_optimization = False
         self.G, self.D = generator, discriminator
@@ -29,6 +29,8 @@ class GAN(L.LightningModule):
         self.z_dim, self.batch_size, self.steps, self.seed = z_dim, batch_size, steps, seed
         self.log_every = max(1, int(log_every))
         self.run_config = run_config or {}
+        self.perf = {"channels_last": False, "compile": False, **(perf or {})}
+        self._d_forward, self._g_forward = self.D, self.G  # replaced by compiled versions with perf.compile
         if example_input is not None:
             regularizer.wrap(self.D, example_input)
         gen = torch.Generator().manual_seed(seed + 1)
@@ -54,7 +56,10 @@ class GAN(L.LightningModule):
         return torch.randn(n, self.z_dim, device=self.device, generator=self.rng)
 
     def sample_real(self, n: int) -> torch.Tensor:
-        return self.trainer.datamodule.sample(n, self.rng)
+        real = self.trainer.datamodule.sample(n, self.rng)
+        if self.perf["channels_last"] and real.dim() == 4:
+            real = real.contiguous(memory_format=torch.channels_last)
+        return real
 
     @property
     def g_step(self) -> int:
@@ -64,6 +69,12 @@ class GAN(L.LightningModule):
     # ---- training --------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         self.trainer.datamodule.to(self.device)
+        if self.perf["channels_last"] and self.trainer.datamodule.is_image:
+            self.to(memory_format=torch.channels_last)
+        if self.perf["compile"]:
+            # parametrizations (SN, WN) are traced into the graph; the penalty's double backward
+            # falls back to eager where inductor cannot differentiate twice
+            self._d_forward, self._g_forward = torch.compile(self.D), torch.compile(self.G)
 
     def _restore_global_rng(self) -> None:
         state, self._global_rng_state = self._global_rng_state, None
@@ -79,11 +90,11 @@ class GAN(L.LightningModule):
         for _ in range(self.n_dis):
             real = self.sample_real(bs)
             with torch.no_grad():
-                fake = self.G(self.sample_z(bs))
+                fake = self._g_forward(self.sample_z(bs))
             # cached(): each parametrized weight (SN, WN, ...) is computed once per D update even
             # though D runs on real, fake and (for penalties) interpolated batches
             with parametrize.cached():
-                d_loss = self.gan_loss.d_loss(self.D(real), self.D(fake))
+                d_loss = self.gan_loss.d_loss(self._d_forward(real), self._d_forward(fake))
                 penalty = self.regularizer.penalty(self.D, real, fake)
                 d_total = d_loss if penalty is None else d_loss + penalty
                 opt_d.zero_grad(set_to_none=True)
@@ -92,7 +103,7 @@ class GAN(L.LightningModule):
             self.regularizer.after_d_step(self.D)
 
         with parametrize.cached():
-            g_loss = self.gan_loss.g_loss(self.D(self.G(self.sample_z(bs))))
+            g_loss = self.gan_loss.g_loss(self._d_forward(self._g_forward(self.sample_z(bs))))
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
         opt_g.step()

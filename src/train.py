@@ -51,7 +51,8 @@ def build_run(cfg: DictConfig, run_dir: Path):
     module = GAN(generator, discriminator, regularizer, loss, OmegaConf.to_container(cfg.optim, resolve=True),
                  z_dim=cfg.z_dim, batch_size=cfg.data.batch_size, steps=cfg.steps, seed=cfg.seed,
                  example_input=example, log_every=cfg.log_every,
-                 run_config=OmegaConf.to_container(cfg, resolve=True))
+                 run_config=OmegaConf.to_container(cfg, resolve=True),
+                 perf=OmegaConf.to_container(cfg.perf, resolve=True) if cfg.get("perf") else None)
     return module, datamodule, evaluator
 
 
@@ -128,7 +129,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         log.error("run failed:\n%s", traceback.format_exc())
     if module is not None and summary["status"] != "completed" and module._trainer is not None:
         summary["steps"] = summary["steps"] or module.g_step
-    write_summary(run_dir, summary)
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if (trainer.is_global_zero if trainer is not None else rank_zero_only.rank == 0):  # only rank 0 writes under DDP
+        write_summary(run_dir, summary)
     if trainer is not None:
         from .loggers import finish_loggers
 
@@ -141,6 +145,10 @@ def main(cfg: DictConfig):
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     summary = run(cfg, run_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank != 0:  # DDP workers: rank 0 reports
+        return summary
     if summary["status"] == "failed":
         print(f"error: {summary['error']}", file=sys.stderr)
         if not multirun:  # in a sweep, the other jobs go on; the summary records the failure

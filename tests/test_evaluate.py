@@ -136,3 +136,25 @@ def test_cli_error_exit_status_without_traceback(tmp_path):
     res = evaluate_cli(tmp_path / "nothing-here")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [f"error: {tmp_path / 'nothing-here'} is neither a run directory nor a checkpoint file"]
+
+
+def test_checkpoint_without_run_config_uses_the_run_dirs_hydra_config(digits_run, tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from conftest import compose_config
+
+    run_dir, summary = digits_run
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    del ckpt["run_config"]  # as written before the module stored it
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(ckpt, tmp_path / "checkpoints" / "last.ckpt")
+    assert main([str(tmp_path)]) == 2
+    assert ".hydra/config.yaml does not exist" in capsys.readouterr().err
+    # logger=csv: its save_dir interpolates ${hydra:...}, which only resolves inside Hydra
+    cfg = compose_config(["data=digits", "steps=2", "metrics=fast", "metrics.n_real=120", "metrics.n_fake=100",
+                          "callbacks=none", "logger=csv"], run_dir=tmp_path)
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
+    out = tmp_path / "s.json"
+    assert main([str(tmp_path), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["fid"] == pytest.approx(summary["metrics"]["fid"], rel=1e-9)

@@ -117,6 +117,22 @@ def test_sn_gradient_treats_u_and_v_as_constants():
     torch.testing.assert_close(original(layer).grad.flatten(1), expected, rtol=1e-4, atol=1e-6)
 
 
+def test_divide_by_sigma_gradient_matches_finite_differences():
+    """The hand-written backward of W / sigma(W) against numerical differentiation (float64)."""
+    from src.regularizers.spectral_norm import DivideBySigma
+
+    g = torch.Generator().manual_seed(0)
+    u, v = torch.randn(4, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
+    w = torch.randn(4, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    f = lambda w: DivideBySigma.apply(w, torch.dot(u, w @ v).detach(), u, v, None)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (w,))
+    uc, vc = torch.randn(1, 3, 3, 3, generator=g, dtype=torch.float64), torch.randn(1, 2, 6, 6, generator=g, dtype=torch.float64)
+    k = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    conv_sigma = lambda k: (uc * F.conv2d(vc, k, None, 2, 1)).sum()  # noqa: E731
+    fc = lambda k: DivideBySigma.apply(k, conv_sigma(k).detach(), None, None, torch.nn.grad.conv2d_weight(vc, k.shape, uc, 2, 1))  # noqa: E731
+    assert torch.autograd.gradcheck(fc, (k,))
+
+
 def test_sn_eval_before_training_is_finite_and_positive():
     torch.manual_seed(3)
     d = ResNetDiscriminator(1, width=16)
@@ -150,6 +166,26 @@ def test_sn_conv_converges_to_the_dense_operator_norm(case):
     assert est <= true * (1 + 1e-5)  # power iteration approaches the norm from below
     # after normalization the convolution as applied has operator norm 1
     assert op_norm(dense_conv(conv.weight.detach().double(), (c_in, h, h), s, p)) == pytest.approx(1.0, rel=0.01)
+
+
+def test_sn_conv_iteration_agrees_with_the_shared_conv_power_iteration():
+    """Ours keeps u (output space) and the shared function keeps v: the same iterates, offset by one step."""
+    from src.spectral.power_iteration import conv_adjoint, conv_power_iteration
+
+    torch.manual_seed(14)
+    conv = nn.Conv2d(3, 4, 4, 2, 1)
+    ConvSpectralNormRegularizer().wrap(nn.Sequential(conv), torch.randn(2, 3, 8, 8))
+    p = conv.parametrizations.weight[0]
+    w = original(conv).detach()
+    v = conv_adjoint(p.u, w, (1, 3, 8, 8), (2, 2), (1, 1))
+    v = v / v.norm()
+    conv.weight  # our first step from u0 ...
+    for k in range(1, 4):
+        conv.weight  # ... then k more
+        sigma, v_ref, u_ref = conv_power_iteration(w, v, (2, 2), (1, 1), n_iter=k)  # k iterations from v0 = A^T u0 / |.|
+        assert p.sigma.item() == pytest.approx(sigma.item(), rel=1e-5)
+        torch.testing.assert_close(p.v, v_ref, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(p.u, u_ref, rtol=1e-4, atol=1e-6)
 
 
 def test_sn_reshaped_normalization_is_not_the_operator_norm():

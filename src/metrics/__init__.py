@@ -2,7 +2,12 @@
 
 ``build_evaluator(metrics_cfg, datamodule)`` returns an object with
 ``check_ready()`` (fail fast, before training, when the run could not be scored),
-``evaluate(sample_fn, datamodule) -> dict`` and ``protocol() -> dict``.
+``evaluate(sample_fn, datamodule) -> dict`` and ``protocol() -> dict``; image evaluators also give
+``training_callbacks()`` (scoring every ``metrics.every`` generator updates and at the end of training).
+
+Files: toy.py (2-D measures), images.py (protocol, real-statistics cache, periodic evaluation),
+scores.py (IS / FID / KID from one pass of features), inception.py (torch-fidelity's InceptionV3 and
+its weights), digits.py (the digits classifier).
 """
 from omegaconf import DictConfig
 

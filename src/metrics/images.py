@@ -176,7 +176,7 @@ class ImageEvaluator:
     def __init__(self, cfg: dict, dataset: str = "image", device: str | torch.device | None = None,
                  weights_hint: dict | None = None):
         self.preset = cfg.get("name", "custom")
-        self.n_real = _int(cfg, "n_real", 2)
+        self.n_real = _int(cfg, "n_real", 2, allow_none=True)  # None: every real image
         self.n_fake = _int(cfg, "n_fake", 2)
         self.is_splits = _int(cfg, "is_splits", 1)
         self.every = _int(cfg, "every", 0, allow_none=True) or 0

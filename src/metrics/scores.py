@@ -164,7 +164,8 @@ def kernel_distance(fake: FeatureStats, real: FeatureStats, subsets: int = 100, 
         j = torch.from_numpy(rng.choice(real.n, m, replace=False)).to(device)
         if gram is not None:
             j = j + fake.n
-            scores.append(float(maximum_mean_discrepancy(gram[i][:, i], gram[i][:, j], gram[j][:, j])))
+            ic, jc = i[:, None], j[:, None]  # one 2-D gather per block, no (m x N) intermediate
+            scores.append(float(maximum_mean_discrepancy(gram[ic, i], gram[ic, j], gram[jc, j])))
         else:
             scores.append(float(poly_mmd(xf[i], xr[j], degree=3, gamma=None, coef=1.0)))
     return float(np.mean(scores)), float(np.std(scores))

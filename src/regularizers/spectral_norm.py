@@ -7,6 +7,7 @@ constant. Written here rather than using torch.nn.utils.parametrizations.spectra
 lab needs Miyato's initialisation (one random u, no 15 warm-up iterations), the iterates exposed for
 the spectral callback, and one code path shared with the conv-true variant.
 
+The iteration runs without autograd and DivideBySigma supplies the gradient (u v^T for sigma).
 Iteration order is Miyato's Algorithm 1 (v <- W^T u, then u <- W v, sigma = u^T W v). PyTorch's
 parametrization runs u <- W v first, then v <- W^T u: the same sequence of iterates shifted by half
 a step, so both agree once the iteration has converged (tests/test_regularizers.py checks both).
@@ -15,8 +16,32 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..spectral.power_iteration import reshaped_power_iteration
+from ..spectral.power_iteration import reshaped_power_iteration_nograd
 from .base import Regularizer, weight_layers
+
+
+class DivideBySigma(torch.autograd.Function):
+    """W -> W / sigma with sigma's gradient supplied: u v^T (reshaped SN) or a kernel-shaped tensor.
+
+    backward: dL/dW = (g - <g, W / sigma> dsigma) / sigma, i.e. the gradient of W / sigma(W) with
+    the power-iteration vectors held constant (Miyato et al.), in two passes over the weight instead
+    of autograd's half-dozen (division, its sigma branch, the matrix-vector product, accumulation).
+    """
+
+    @staticmethod
+    def forward(ctx, weight, sigma, u, v, dsigma):
+        out = weight / sigma
+        ctx.save_for_backward(out, sigma, u, v, dsigma)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        out, sigma, u, v, dsigma = ctx.saved_tensors
+        coef = -torch.dot(grad.reshape(-1), out.reshape(-1)) / sigma
+        if dsigma is None:  # reshaped: dsigma = u v^T, applied as a broadcast outer product
+            g = torch.addcmul(grad.reshape(u.numel(), -1) / sigma, u[:, None], (coef * v)[None, :])
+            return g.reshape(grad.shape), None, None, None, None
+        return torch.addcmul(grad / sigma, dsigma, coef), None, None, None, None
 
 
 class ReshapedSpectralNorm(nn.Module):
@@ -38,18 +63,19 @@ class ReshapedSpectralNorm(nn.Module):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         # the power iteration and sigma in float32 even inside an autocast region
         with torch.autocast(weight.device.type, enabled=False):
-            w_mat = weight.flatten(1)
+            w_mat = weight.detach().flatten(1)
             if self.training:
-                sigma, u, v = reshaped_power_iteration(w_mat, self.u, self.power_iterations)
+                sigma, u, v = reshaped_power_iteration_nograd(w_mat, self.u, self.power_iterations, self.eps)
                 with torch.no_grad():
                     self.u.copy_(u)
                     self.v.copy_(v)
-                    self.sigma.copy_(sigma.detach())
-                # sigma was computed from the fresh iterates u, v (new tensors), not from the buffers
-                # updated in place above, so the graph stays valid across steps
+                    self.sigma.copy_(sigma)
+                # the Function keeps the fresh tensors u, v, not the buffers updated in place above,
+                # so a graph built in this step stays valid after the next step's update
             else:
-                sigma = torch.dot(self.u, w_mat @ self.v)
-            return weight / sigma.clamp_min(self.eps)
+                u, v = self.u.clone(), self.v.clone()
+                sigma = torch.dot(u, w_mat @ v)
+            return DivideBySigma.apply(weight, sigma.clamp_min(self.eps), u, v, None)
 
 
 class SpectralNorm(Regularizer):

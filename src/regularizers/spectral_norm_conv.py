@@ -1,12 +1,14 @@
 """Conv-true spectral normalization: each convolution divided by its operator norm as applied.
 
 Where ``sn`` normalizes the kernel reshaped to d_out x (d_in k k), this normalizes the linear map
-x -> conv2d(x, W) itself, at the layer's real stride, padding and input size (Gouk et al. 2018 do
-the same for Lipschitz networks). The power iteration runs on that operator
-(src.spectral.power_iteration.conv_power_iteration): the input-space iterate v, a (1, c_in, H, W)
-feature map, is a buffer kept between steps (initialised N(0, I), as ``sn``'s u), one iteration per
-training step by default, and the gradient flows through sigma = <u, conv(v)> with u, v constant.
-Linear layers are plain matrices, so they get ``sn``'s parametrization (exact for them).
+A: x -> conv2d(x, W) itself, at the layer's real stride, padding and input size (Gouk et al. 2018 do
+the same for Lipschitz networks). The power iteration is Miyato's on that operator
+(src.spectral.power_iteration.conv_power_iteration_nograd): v <- A^T u / |.|, u <- A v / |.|,
+sigma = <u, A v>, with the output-space iterate u, a (1, c_out, H', W') feature map, kept between
+steps as a buffer (initialised N(0, I)); one iteration per training step by default. The gradient
+flows through sigma with u, v constant: d sigma / dW = conv2d_weight(v, u), supplied directly (one
+weight-gradient convolution instead of a differentiable forward plus its backward). Linear layers
+are plain matrices, so they get ``sn``'s parametrization (exact for them).
 
 Input sizes come from one no-grad forward of D on the example batch with pre-hooks on every conv.
 """
@@ -15,9 +17,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import ConfigError
-from ..spectral.power_iteration import conv_forward, conv_power_iteration
+from ..spectral.power_iteration import conv_forward, conv_power_iteration_nograd
 from .base import Regularizer
-from .spectral_norm import ReshapedSpectralNorm
+from .spectral_norm import DivideBySigma, ReshapedSpectralNorm
 
 
 class ConvSpectralNorm(nn.Module):
@@ -30,25 +32,31 @@ class ConvSpectralNorm(nn.Module):
         self.power_iterations = power_iterations
         self.eps = eps
         w = weight.detach()
-        v = torch.randn(1, *self.input_shape, device=w.device, dtype=w.dtype)
-        v = v / v.norm().clamp_min(eps)
-        av = conv_forward(v, w, self.stride, self.padding)
-        # u = A v / |A v| from the start, so eval before any training step uses sigma = |A v| > 0
+        out_shape = conv_forward(torch.zeros(1, *self.input_shape, device=w.device, dtype=w.dtype), w, self.stride, self.padding).shape
+        u = torch.randn(out_shape, device=w.device, dtype=w.dtype)
+        u = u / u.norm().clamp_min(eps)
+        # v = A^T u / |.| and u kept: an eval-mode forward before any training step then uses
+        # sigma = <u, A v> = |A^T u| > 0, as sn's initial state
+        _, _, v, _ = conv_power_iteration_nograd(w, u, self.input_shape, self.stride, self.padding, 1, eps)
+        self.register_buffer("u", u)
         self.register_buffer("v", v)
-        self.register_buffer("u", av / av.norm().clamp_min(eps))
-        self.register_buffer("sigma", av.norm())
+        self.register_buffer("sigma", (u * conv_forward(v, w, self.stride, self.padding)).sum())
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         with torch.autocast(weight.device.type, enabled=False):  # iterate and normalize in float32
+            w = weight.detach()
             if self.training:
-                sigma, v, u = conv_power_iteration(weight, self.v, self.stride, self.padding, self.power_iterations)
+                sigma, u, v, dsigma = conv_power_iteration_nograd(w, self.u, self.input_shape, self.stride, self.padding,
+                                                                  self.power_iterations, self.eps)
                 with torch.no_grad():
-                    self.v.copy_(v)
                     self.u.copy_(u)
-                    self.sigma.copy_(sigma.detach())
+                    self.v.copy_(v)
+                    self.sigma.copy_(sigma)
             else:
-                sigma = (self.u * conv_forward(self.v, weight, self.stride, self.padding)).sum()
-            return weight / sigma.clamp_min(self.eps)
+                with torch.no_grad():
+                    sigma = (self.u * conv_forward(self.v, w, self.stride, self.padding)).sum()
+                    dsigma = torch.nn.grad.conv2d_weight(self.v, w.shape, self.u, self.stride, self.padding)
+            return DivideBySigma.apply(weight, sigma.clamp_min(self.eps), None, None, dsigma)
 
     def extra_repr(self) -> str:
         return f"input_shape={self.input_shape}, stride={self.stride}, padding={self.padding}, power_iterations={self.power_iterations}"

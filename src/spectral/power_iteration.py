@@ -240,3 +240,39 @@ def operator_norm(op: LayerOperator, tol: float = 1e-7, max_iter: int = 10000, m
     lam = eigsh(LinearOperator((n, n), matvec=gram, dtype=np.float64), k=1, which="LA", tol=tol, v0=start,
                 maxiter=max_iter, return_eigenvectors=False)
     return float(math.sqrt(max(float(lam[0]), 0.0)))
+
+
+# ---- SN parametrizations' iterations (additions) -----------------------------------------------------------
+# No autograd at all: the SN parametrizations supply d sigma / dW themselves (src/regularizers/
+# spectral_norm.py), which saves a differentiable matrix-vector product / convolution per layer per step.
+
+
+def reshaped_power_iteration_nograd(weight_mat: torch.Tensor, u: torch.Tensor, n_iter: int = 1, eps: float = 1e-12):
+    """Miyato's n_iter >= 1 steps v <- W^T u / |.|, u <- W v / |.| on a (d_out, d_in) matrix, no gradients.
+
+    Returns (sigma, u, v) with sigma = u^T W v = |W v| (a detached scalar); d sigma / dW = u v^T.
+    """
+    with torch.no_grad():
+        for _ in range(max(int(n_iter), 1)):
+            v = _normalize(weight_mat.t() @ u, eps)
+            wv = weight_mat @ v
+            sigma = wv.norm()
+            u = wv / sigma.clamp_min(eps)
+    return sigma, u, v
+
+
+def conv_power_iteration_nograd(weight: torch.Tensor, u: torch.Tensor, input_shape, stride, padding, n_iter: int = 1, eps: float = 1e-12):
+    """Miyato's order on the convolution operator A = conv2d(., weight) at input_shape (C, H, W), no gradients.
+
+    ``u`` is the output-space iterate (1, c_out, H', W'). n_iter >= 1 steps v <- A^T u / |.|,
+    u <- A v / |.|. Returns (sigma, u, v, dsigma) with sigma = <u, A v> = |A v| (detached) and
+    dsigma = d<u, A(W) v>/dW for fixed u, v (torch's conv weight-gradient), the gradient of sigma.
+    """
+    with torch.no_grad():
+        for _ in range(max(int(n_iter), 1)):
+            v = _normalize(conv_adjoint(u, weight, (1, *input_shape), stride, padding), eps)
+            av = conv_forward(v, weight, stride, padding)
+            sigma = av.norm()
+            u = av / sigma.clamp_min(eps)
+        dsigma = torch.nn.grad.conv2d_weight(v, weight.shape, u, stride, padding)
+    return sigma, u, v, dsigma
