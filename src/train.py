@@ -83,17 +83,34 @@ def make_trainer(cfg: DictConfig, run_dir: Path, module, extra_callbacks=()):
     return trainer, timer
 
 
+# what a checkpoint must share with the run that resumes from it (the networks' shapes and wrapping)
+RESUME_KEYS = ("arch.name", "regularizer.name", "data.resolution", "data.channels", "z_dim")
+
+
 def resolve_ckpt(cfg: DictConfig, run_dir: Path):
+    """The checkpoint to resume from (or None), checked now: readable, and trained with the same networks."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if cfg.ckpt_path in (None, "", "null"):
-        return str(last) if last.is_file() else None  # a run dir that already holds a checkpoint resumes
-    if cfg.ckpt_path == "last":
+        path = last if last.is_file() else None  # a run dir that already holds a checkpoint resumes
+    elif cfg.ckpt_path == "last":
         if not last.is_file():
             raise UserError(f"ckpt_path=last but {last} does not exist; give a path to a .ckpt file or drop ckpt_path")
-        return str(last)
-    if not Path(cfg.ckpt_path).is_file():
-        raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; give a path to a .ckpt file, or 'last'")
-    return str(cfg.ckpt_path)
+        path = last
+    else:
+        path = Path(cfg.ckpt_path)
+        if not path.is_file():
+            raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; give a path to a .ckpt file, or 'last'")
+    if path is None:
+        return None
+    from .checkpoint_io import load_checkpoint_file
+
+    saved = OmegaConf.create(load_checkpoint_file(path).get("run_config") or {})
+    for key in RESUME_KEYS:
+        theirs, ours = OmegaConf.select(saved, key, default=None), OmegaConf.select(cfg, key, default=None)
+        if theirs != ours:
+            raise UserError(f"checkpoint {path} was trained with {key}={theirs}, this run has {key}={ours}; "
+                            f"resume with the same {key.split('.')[0]} or start a new run directory")
+    return str(path)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -163,5 +180,23 @@ def main(cfg: DictConfig):
     return summary
 
 
+def _check_output_dir(argv) -> None:
+    """Hydra creates the run dir before our code runs and reports failures as a traceback: check first."""
+    import os
+
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
+            target = Path(value).expanduser().absolute()
+            parent = target
+            while not parent.exists():
+                parent = parent.parent
+            if not parent.is_dir() or not os.access(parent, os.W_OK):
+                print(f"error: {key}={value} cannot be created ({parent} is not a writable folder); choose a writable output folder",
+                      file=sys.stderr)
+                sys.exit(2)
+
+
 if __name__ == "__main__":
+    _check_output_dir(sys.argv[1:])
     main()

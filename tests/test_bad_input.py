@@ -78,3 +78,50 @@ def test_resolution_the_arch_cannot_take(cli, tmp_path):
 
 def test_ckpt_path_that_does_not_exist(cli, tmp_path):
     assert_user_error(cli("src.train", *BASE, f"ckpt_path={tmp_path / 'x.ckpt'}", run_dir=tmp_path / "run"), "x.ckpt", "does not exist")
+
+
+def test_unwritable_output_dir(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    result = cli("src.train", *BASE, run_dir=blocker / "run")
+    assert_user_error(result, str(blocker / "run"), "writable")
+
+
+def _trained_run(cli, run_dir, *extra):
+    result = cli("src.train", *BASE, "checkpoint.every=1", *extra, run_dir=run_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def test_truncated_and_mismatched_checkpoints(cli, tmp_path):
+    ckpt = _trained_run(cli, tmp_path / "first")
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(ckpt.read_bytes()[:1000])
+    assert_user_error(cli("src.train", *BASE, f"ckpt_path={truncated}", run_dir=tmp_path / "r1"),
+                      "truncated.ckpt", "cannot be read")
+    assert_user_error(cli("src.train", *BASE, "regularizer=none", f"ckpt_path={ckpt}", run_dir=tmp_path / "r2"),
+                      "regularizer.name=sn", "regularizer.name=none")
+
+
+def test_corrupt_cifar_batch(cli, tmp_path, cifar_root):
+    (cifar_root / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"garbage")
+    assert_user_error(cli("src.train", *BASE, "data=cifar10", f"data.root={cifar_root}", "data.download=false", run_dir=tmp_path / "run"),
+                      "data_batch_3", "corrupt")
+
+
+def test_truncated_stl10_file(cli, tmp_path, stl_root):
+    path = stl_root / "stl10_binary" / "unlabeled_X.bin"
+    path.write_bytes(path.read_bytes()[:1000])
+    assert_user_error(cli("src.train", *BASE, "data=stl10", f"data.root={stl_root}", "data.download=false", "data.cache=false",
+                          run_dir=tmp_path / "run"), "unlabeled_X.bin", "truncated")
+
+
+def test_invalid_value_in_a_sweep_fails_only_that_job(cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = cli("src.train", "-m", *BASE, "optim.lr=1e-3,-1", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0
+    import json
+
+    first, second = (json.loads((sweep / str(i) / "summary.json").read_text()) for i in (0, 1))
+    assert first["status"] == "completed"
+    assert second["status"] == "failed" and "optim.lr=-1" in second["error"]
