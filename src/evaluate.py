@@ -32,7 +32,8 @@ def parse_args(argv=None):
     p.add_argument("run", nargs="?", help="a run directory (uses checkpoints/last.ckpt) or a .ckpt file")
     p.add_argument("--fake", metavar="DIR", help="score this folder of generated images instead of a run")
     p.add_argument("--real", metavar="DIR|DATASET", help=f"with --fake: a folder of real images or one of {', '.join(DATASETS)}")
-    p.add_argument("--data-root", metavar="DIR", help="where the real dataset is (default: the run's data.root)")
+    p.add_argument("--data-root", metavar="DIR", help="where the real dataset is (default: the run's data.root, or the "
+                   "data config's default root)")
     p.add_argument("--real-split", metavar="SPLIT", help="dataset split of the real images (default: the training split)")
     p.add_argument("--protocol", choices=PROTOCOLS, help="sample counts and splits (default: the run's, else paper)")
     p.add_argument("--n-real", type=int, metavar="N", help="real images (overrides the protocol)")
@@ -216,11 +217,9 @@ def score_folders(args) -> tuple[dict, dict, dict]:
     device = torch.device(args.device) if args.device else None
     real = args.real
     if real in DATASETS:
-        data = OmegaConf.load(CONF / "data" / f"{real}.yaml")
-        data = {k: data.get(k) for k in ("name", "split", "resolution", "channels", "batch_size")}
-        root = args.data_root
-        if root is None and real != "digits":
-            raise UserError(f"--real {real} needs --data-root DIR (the folder that holds the dataset)")
+        preset = OmegaConf.load(CONF / "data" / f"{real}.yaml")
+        data = {k: preset.get(k) for k in ("name", "split", "resolution", "channels", "batch_size")}
+        root = args.data_root or preset.get("root")  # the data config's default (e.g. $CIFAR10_ROOT or data/cifar10)
         datamodule = GANDataModule(**data, root=root, download=False).load()
         evaluator = ImageEvaluator(cfg, dataset=real, device=device, weights_hint=WEIGHTS_HINT)
         evaluator.check_ready()

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ class GANWandbLogger(WandbLogger):
         # process, and with it every later job of a sweep
         super().__init__(name=name, group=group, tags=tags, mode=self.wandb_mode, **kwargs)
 
+    @rank_zero_only  # under DDP the other ranks hold a dummy experiment
     def log_graph(self, model, input_array=None) -> None:
         # Lightning calls this once per fit with the module, right after logging hyperparameters:
         # the module holds the run's resolved config

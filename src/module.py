@@ -114,11 +114,11 @@ class GAN(L.LightningModule):
         if self.device.type == "cpu" or step % self.log_every == 0:
             self._check_finite(step, d_loss, g_loss, penalty)
         if step % self.log_every == 0 or step == 1:
-            values = {"loss/d": d_loss.detach(), "loss/g": g_loss.detach()}
+            values = {"loss/d": d_loss.detach(), "loss/g": g_loss.detach(), "g_step": float(step)}
             if penalty is not None:
                 values["loss/penalty"] = penalty.detach()
             self.log_dict(values, on_step=True, prog_bar=True)
-            self.history.append({"step": step, **{k: float(v) for k, v in values.items()}})
+            self.history.append({"step": step, **{k: float(v) for k, v in values.items() if k != "g_step"}})
 
     def _check_finite(self, step: int, d_loss, g_loss, penalty) -> None:
         tensors = [d_loss.detach(), g_loss.detach()] + ([penalty.detach()] if penalty is not None else [])

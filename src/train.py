@@ -78,7 +78,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, module, extra_callbacks=()):
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer = L.Trainer(
         max_steps=total_optimizer_steps(cfg.steps, n_dis), max_epochs=-1, logger=logger, callbacks=callbacks,
-        default_root_dir=str(run_dir), log_every_n_steps=1, enable_model_summary=False,
+        default_root_dir=str(run_dir), log_every_n_steps=max(1, int(cfg.log_every)), enable_model_summary=False,
         num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()], **trainer_kwargs)
     return trainer, timer
 

@@ -11,6 +11,7 @@ scored, so a changed dataset, split, count or weights file never reuses stale st
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 
 import lightning as L
@@ -195,6 +196,7 @@ class ImageEvaluator:
         self._real = None  # (key, FeatureStats, info) of the last real set
         self._final = None  # (module, g_step, metrics) from the end-of-training callback
         self._last_protocol: dict = {}
+        self.periodic_seconds = 0.0  # wall time of the every-N-steps evaluations during training
 
     # -- readiness ------------------------------------------------------------------------------------
     def check_ready(self) -> None:
@@ -278,7 +280,10 @@ class ImageEvaluator:
 
     def protocol(self) -> dict:
         if self._last_protocol:
-            return dict(self._last_protocol)
+            out = dict(self._last_protocol)
+            if self.every:
+                out.update(every=self.every, periodic_eval_sec=self.periodic_seconds)
+            return out
         return {"name": self.preset, "n_real": self.n_real, "n_fake": self.n_fake, "is_splits": self.is_splits,
                 "real_split": self.real_split, "features": getattr(self.extractor, "name", None)}
 
@@ -302,7 +307,10 @@ class EvaluationCallback(L.Callback):
         if ev.history and ev.history[-1]["step"] == step:
             metrics = {k: ev.history[-1][k] for k in KEYS}
         else:
+            start = time.perf_counter()
             metrics = ev.score(module.generate, ev.real_set(trainer.datamodule))
+            if not final:  # spent inside the training loop: StepTimer's sec_per_step includes it
+                ev.periodic_seconds += time.perf_counter() - start
             ev.history.append({"step": step, **metrics})
             values = {f"eval/{k}": v for k, v in metrics.items()}
             for logger in trainer.loggers:

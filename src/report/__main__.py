@@ -32,7 +32,8 @@ def main(argv=None) -> int:
         counts[r.status] = counts.get(r.status, 0) + 1
     if not coll.runs:
         print(f"warning: no summary.json or job dir found under {', '.join(map(str, args.dirs))}", file=sys.stderr)
-    print(f"{len(coll.runs)} runs (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")")
+    detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    print(f"{len(coll.runs)} runs" + (f" ({detail})" if detail else ""))
     print(f"report: {result['markdown']}")
     print(f"figures: {result['out'] / 'figures'} ({len(result['figures'])} PNG)")
     return 0

@@ -28,7 +28,8 @@ def score_bars(g: Group, metric: str, path: Path) -> Path:
     """
     methods, settings = g.methods, g.settings
     width = 0.8 / max(1, len(methods))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + 0.35 * len(methods) * len(settings)), 4.2))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 1.5 + 0.18 * len(methods) * len(settings))), 4.2))
+    values = []
     for i, (method, color) in enumerate(zip(methods, _colors(len(methods)))):
         xs = np.arange(len(settings)) + (i - (len(methods) - 1) / 2) * width
         means, stds, crosses = [], [], []
@@ -42,9 +43,15 @@ def score_bars(g: Group, metric: str, path: Path) -> Path:
                 stds.append(np.nan)
                 if (method, s) in g.status:
                     crosses.append(x)
+        values += [m for m in means if np.isfinite(m)]
         ax.bar(xs, means, width, yerr=stds, color=color, label=method, capsize=2, ecolor="0.3")
         if crosses:
-            ax.plot(crosses, [0] * len(crosses), "x", color=color, markersize=7, mew=2, clip_on=False)
+            # at the bottom of the axes whatever the scale (x in data, y in axes coordinates)
+            ax.plot(crosses, [0] * len(crosses), "x", color=color, markersize=7, mew=2, clip_on=False,
+                    transform=ax.get_xaxis_transform())
+    positive = [v for v in values if v > 0]
+    if positive and len(positive) == len(values) and max(positive) / min(positive) > 20:
+        ax.set_yscale("log")  # one broken run would otherwise flatten every other bar
     ax.set_xticks(np.arange(len(settings)))
     ax.set_xticklabels(settings, rotation=0 if max(map(len, settings)) < 6 else 30, ha="center" if max(map(len, settings)) < 6 else "right")
     direction = g.direction if metric == g.metric else DIRECTIONS.get(metric)
