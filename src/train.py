@@ -31,6 +31,8 @@ def build_run(cfg: DictConfig, run_dir: Path):
     from .module import GAN
     from .regularizers import build_regularizer
 
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     data_cfg.pop("steps", None)

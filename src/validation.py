@@ -30,6 +30,8 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "optim.beta1", positive=False, low=0, high=1, high_open=True)
     _number(cfg, "optim.beta2", positive=False, low=0, high=1, high_open=True)
     _number(cfg, "z_dim", integer=True)
+    if OmegaConf.select(cfg, "threads", default=None) is not None:
+        _number(cfg, "threads", integer=True)
     for key in ("checkpoint.every", "samples.every"):
         value = OmegaConf.select(cfg, key, default=0)
         if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
