@@ -45,15 +45,25 @@ def random_data(seed: int = 0) -> GANDataModule:
     return dm
 
 
+def _clock():
+    """(wall, this process's CPU time): CPU time is what other processes' load does not inflate."""
+    return time.perf_counter(), time.process_time()
+
+
+def _since(start):
+    wall, cpu = _clock()
+    return wall - start[0], cpu - start[1]
+
+
 class _BatchTimer(L.Callback):
     def __init__(self):
         self.times, self._t = [], None
 
     def on_train_batch_start(self, *args):
-        self._t = time.perf_counter()
+        self._t = _clock()
 
     def on_train_batch_end(self, *args):
-        self.times.append(time.perf_counter() - self._t)
+        self.times.append(_since(self._t))
 
 
 class FrameworkRunner:
@@ -74,7 +84,7 @@ class FrameworkRunner:
     def set_n_dis(self, n_dis: int) -> None:
         self.n_dis = self.module.n_dis = n_dis
 
-    def run(self, steps: int) -> list[float]:
+    def run(self, steps: int) -> list[tuple]:
         timer = _BatchTimer()
         self.dm.steps_per_fit = steps
         trainer = L.Trainer(max_steps=steps * (self.n_dis + 1), max_epochs=-1, logger=False, callbacks=[timer],
@@ -134,13 +144,63 @@ class PlainRunner:
         g_loss.backward()
         self.opt_g.step()
 
-    def run(self, steps: int) -> list[float]:
+    def run(self, steps: int) -> list[tuple]:
         times = []
         for _ in range(steps):
-            t = time.perf_counter()
+            t = _clock()
             self.step()
-            times.append(time.perf_counter() - t)
+            times.append(_since(t))
         return times
+
+
+def penalty_step_times(reps: int, log) -> dict:
+    """CPU seconds of one D update with a penalty: the lab's regularizer vs the same penalty by hand.
+
+    The end-to-end rows above carry the whole G/D update, whose noise is of the order of a penalty's
+    few-percent differences; this isolates the penalty: same D, same batch, interleaved, median.
+    """
+    from src.regularizers.dragan import DRAGAN
+    from src.regularizers.wgan_gp import WGANGP
+
+    torch.manual_seed(0)
+    d = StandardCNNDiscriminator(RES, 3)
+    opt = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    real, fake = torch.rand(BATCH, 3, RES, RES) * 2 - 1, torch.rand(BATCH, 3, RES, RES) * 2 - 1
+    plain = PlainRunner("wgan_gp")
+    plain.d = d
+    ours = {"wgan_gp": WGANGP(), "dragan": DRAGAN()}
+
+    def step(penalty_fn):
+        start = _clock()
+        loss = d(fake).mean() - d(real).mean() + penalty_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return _since(start)[1]
+
+    variants = {}
+    for pen in ("wgan_gp", "dragan"):
+        variants[f"{pen} (lab)"] = lambda pen=pen: ours[pen].penalty(d, real, fake)
+        variants[f"{pen} (plain)"] = lambda pen=pen: (setattr(plain, "penalty", pen), plain.gp(real, fake))[1]
+    out = {k: [] for k in variants}
+    for k, f in variants.items():  # warm-up
+        step(f)
+    for rep in range(reps):
+        for k, f in variants.items():
+            out[k].append(step(f))
+    log("penalty D steps: " + ", ".join(f"{k} {statistics.median(v):.3f}s" for k, v in out.items()))
+    return out
+
+
+def penalty_table(out: dict) -> str:
+    lines = ["One D update with the penalty alone (forward real + fake, penalty, backward, Adam step), CPU time, "
+             "median of interleaved repetitions:", "",
+             "| penalty | lab (s) | plain (s) | lab / plain |", "|---|---|---|---|"]
+    for pen in ("wgan_gp", "dragan"):
+        lab, plain = out[f"{pen} (lab)"], out[f"{pen} (plain)"]
+        ratio = statistics.median(a / b for a, b in zip(lab, plain))
+        lines.append(f"| {pen} | {statistics.median(lab):.3f} | {statistics.median(plain):.3f} | {ratio:.3f} |")
+    return "\n".join(lines)
 
 
 def make_runner(name: str):
@@ -148,7 +208,7 @@ def make_runner(name: str):
 
 
 def measure(runners: dict, n_dis: int, reps: int, steps: int, log) -> dict:
-    """{name: [sec per generator update, one per repetition]}, configurations interleaved."""
+    """{name: [(wall, cpu) sec per generator update, one per repetition]}, configurations interleaved."""
     names = list(runners)
     for r in runners.values():
         r.set_n_dis(n_dis)
@@ -156,18 +216,20 @@ def measure(runners: dict, n_dis: int, reps: int, steps: int, log) -> dict:
     for rep in range(reps):
         order = names[rep % len(names):] + names[:rep % len(names)]
         for n in order:
-            out[n].append(statistics.mean(runners[n].run(steps)))
-        log(f"n_dis={n_dis} rep {rep + 1}/{reps}: " + ", ".join(f"{n} {out[n][-1]:.2f}s" for n in names))
+            times = runners[n].run(steps)
+            out[n].append(tuple(statistics.mean(t[i] for t in times) for i in (0, 1)))
+        log(f"n_dis={n_dis} rep {rep + 1}/{reps}: " + ", ".join(f"{n} {out[n][-1][0]:.2f}s/{out[n][-1][1]:.2f}s" for n in names))
     return out
 
 
-def median_ratio(a: list, b: list) -> float:
-    return statistics.median(x / y for x, y in zip(a, b))
+def median_ratio(a: list, b: list, i: int) -> float:
+    """Median over repetitions of a/b, for wall (i=0) or CPU (i=1) time."""
+    return statistics.median(x[i] / y[i] for x, y in zip(a, b))
 
 
 def table(results: dict, n_dis_list) -> str:
-    head = "| configuration | " + " | ".join(f"n_dis={k}: × none | s / G update" for k in n_dis_list) + " | target |"
-    sep = "|---|" + "---|---|" * len(n_dis_list) + "---|"
+    head = "| configuration | " + " | ".join(f"n_dis={k}: × none (CPU) | × none (wall) | s / update (wall)" for k in n_dis_list) + " | target |"
+    sep = "|---|" + "---|---|---|" * len(n_dis_list) + "---|"
     rows = [head, sep]
     for name in REGULARIZERS + PLAIN:
         if name not in results[n_dis_list[0]]:
@@ -176,17 +238,19 @@ def table(results: dict, n_dis_list) -> str:
         for k in n_dis_list:
             res = results[k]
             base = res["plain none"] if name.startswith("plain ") else res["none"]
-            cells.append(f"{median_ratio(res[name], base):.3f} | {statistics.median(res[name]):.2f}")
+            cells.append(f"{median_ratio(res[name], base, 1):.3f} | {median_ratio(res[name], base, 0):.3f} | "
+                         f"{statistics.median(t[0] for t in res[name]):.2f}")
         target = f"≤ {TARGETS[name]:.2f}× none" if name in TARGETS else ("≤ plain loop" if name in ("wgan_gp", "dragan") else "")
         rows.append(f"| {name} | " + " | ".join(cells) + f" | {target} |")
     lines = ["\n".join(rows), "",
-             "Plain rows are relative to the plain unregularized loop. Framework / plain (same penalty, same repetition; median):", ""]
-    for pen in ("wgan_gp", "dragan"):
+             "Plain rows are relative to the plain unregularized loop. Framework / plain loop, same penalty and "
+             "repetition (median; CPU time, wall in parentheses):", ""]
+    for pen in ("wgan_gp", "dragan", "none"):
         if pen in results[n_dis_list[0]]:
-            parts = [f"n_dis={k}: {median_ratio(results[k][pen], results[k]['plain ' + pen]):.3f}" for k in n_dis_list]
-            lines.append(f"- {pen}: " + ", ".join(parts))
-    parts = [f"n_dis={k}: {median_ratio(results[k]['none'], results[k]['plain none']):.3f}" for k in n_dis_list]
-    lines.append("- none (the Lightning module's own overhead): " + ", ".join(parts))
+            parts = [f"n_dis={k}: {median_ratio(results[k][pen], results[k]['plain ' + pen], 1):.3f} "
+                     f"({median_ratio(results[k][pen], results[k]['plain ' + pen], 0):.3f})" for k in n_dis_list]
+            what = " (the Lightning module's own overhead)" if pen == "none" else ""
+            lines.append(f"- {pen}{what}: " + ", ".join(parts))
     return "\n".join(lines)
 
 
@@ -196,12 +260,14 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=1, help="generator updates timed per configuration per repetition")
     ap.add_argument("--n-dis", type=int, nargs="+", default=[1, 5])
     ap.add_argument("--only", nargs="+", default=None, help="a subset of regularizers (none and the plain loops are always run)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a shared machine)")
     ap.add_argument("--no-write", action="store_true", help="print the table without writing docs/benchmarks.md")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     import logging
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    torch.set_num_threads(args.threads)
     names = REGULARIZERS if args.only is None else ["none"] + [n for n in args.only if n != "none"]
     names = names + PLAIN
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -211,9 +277,13 @@ def main(argv=None):
         r.run(1)
     results = {k: measure(runners, k, args.reps, args.steps, log) for k in args.n_dis}
     body = table(results, args.n_dis)
-    body += (f"\n\nStandard CNN (SN paper Table 3), batch {BATCH}, random {RES}x{RES}x3 data, {args.reps} interleaved "
-             f"repetitions x {args.steps} generator update(s) per configuration; ratios are medians of per-repetition "
-             f"ratios; total {time.perf_counter() - t0:.0f} s.")
+    if any(p in names for p in ("wgan_gp", "dragan")):
+        body += "\n\n" + penalty_table(penalty_step_times(max(5, 3 * args.reps), log))
+    body += (f"\n\nStandard CNN (SN paper Table 3), batch {BATCH}, random {RES}x{RES}x3 data, {args.threads} torch "
+             f"thread(s), {args.reps} interleaved repetitions x {args.steps} generator update(s) per configuration; "
+             f"ratios are medians of per-repetition ratios; total {time.perf_counter() - t0:.0f} s. CPU time is this "
+             f"process's (time.process_time), which load from other processes on a shared machine does not inflate; "
+             f"wall time is what a user waits.")
     print(body)
     if not args.no_write:
         cmd = "python -m benchmarks.bench_regularizers" + ("" if argv is None else " " + " ".join(argv))

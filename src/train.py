@@ -132,7 +132,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         summary["timing"] = {"sec_per_step": timer.sec_per_step, "total_sec": timer.total_sec}
         if trainer.is_global_zero:
             log.info("evaluating the generator ...")
-            summary["metrics"] = evaluator.evaluate(module.generate, datamodule)
+            metrics = evaluator.evaluate(module.generate, datamodule)
+            history = metrics.pop("history", None)  # periodic evaluations (metrics.every)
+            summary["metrics"] = metrics
+            if history:
+                summary["metrics_history"] = history
             summary["eval_protocol"] = evaluator.protocol()
         summary["status"] = "completed"
     except DivergedError as exc:
@@ -177,7 +181,8 @@ def main(cfg: DictConfig):
         if not multirun:
             sys.exit(3)
     else:
-        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary["metrics"].items())
+        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary["metrics"].items()
+                            if isinstance(v, (int, float)))
         print(f"done: {summary['steps']} generator steps in {summary['timing']['total_sec']:.1f}s; {metrics}\nrun dir: {run_dir}")
     return summary
 

@@ -64,3 +64,13 @@ def train(overrides, run_dir: Path) -> dict:
     metrics = evaluator.evaluate(module.generate, dm) if status == "completed" else {}
     return {"module": module, "datamodule": dm, "trainer": trainer, "status": status, "error": error, "seconds": seconds,
             "steps": module.g_step, "metrics": metrics, "loss": cfg.loss.name}
+
+
+def save_figure(fig, path: Path, dpi: int = 80, colors: int = 128) -> None:
+    """Save a matplotlib figure as a palette PNG (a few times smaller; these figures get committed)."""
+    from PIL import Image
+
+    fig.savefig(path, dpi=dpi)
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)

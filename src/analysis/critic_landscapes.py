@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
-from ._runs import available_regularizers, limit_threads, train  # noqa: E402
+from ._runs import available_regularizers, limit_threads, save_figure, train  # noqa: E402
 
 
 def landscape(module, lim: float, n: int = 160):
@@ -115,7 +115,7 @@ def plot(panels: list, path: Path, kind: str) -> None:
     what = "D(x)" if kind == "value" else "|grad_x D(x)| (log scale)"
     fig.suptitle(f"{what} after toy training; data black, generated red", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
 
 

@@ -27,7 +27,7 @@ from torch import nn  # noqa: E402
 
 from ..spectral.exact import conv_norm_bound_fft, conv_norm_fft  # noqa: E402
 from ..spectral.power_iteration import LayerOperator, operator_norm, power_iteration_trace, reshaped_power_iteration_trace  # noqa: E402
-from ._runs import limit_threads  # noqa: E402
+from ._runs import limit_threads, save_figure  # noqa: E402
 
 CONFIGS = [  # name, c_in, c_out, kernel, stride, padding, padding_mode
     ("3x3 s1 circular", 64, 64, 3, 1, 1, "circular"),
@@ -119,7 +119,7 @@ def plot(curves: dict, sizes, path: Path, iters: int) -> None:
     axes[0][0].legend(fontsize=8)
     fig.suptitle("Power iteration on random convolutions with |W_mat| = 1 (one line per seed)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
 
 

@@ -13,14 +13,16 @@ or data=digits) and compares:
   normalized by the largest, one line per regularizer (SN paper Fig. 3 style);
 * grad_norms.png: mean |grad_x D| at real and interpolated points over training, per regularizer;
 * lipschitz.png: D's product upper bound and empirical lower bound over training;
-* samples.png: the final samples of each run (collapse shows here);
+* samples.png: the final samples of each run (collapse shows here); d_loss.png: D's loss;
 * summary.csv: per regularizer, the numbers quoted in docs/findings.md (including a sample
   diversity ratio: mean pairwise distance of generated over real samples; << 1 means collapse).
 
-Runs go to DIR/runs/<name> (each with its own spectral/ folder: spectral.csv, spectra.csv, plots).
+Runs go to DIR/runs/<name> (each with its own spectral/ folder: spectral.csv, spectra.csv, plots, and
+analysis.json); ``--reuse`` keeps finished ones, so figures can be redone or regularizers added.
 """
 import argparse
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -30,7 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from ._runs import available_regularizers, limit_threads, train  # noqa: E402
+from ._runs import available_regularizers, limit_threads, save_figure, train  # noqa: E402
 
 COLORS = {"sn": "tab:blue", "sn_conv": "tab:orange", "weight_clip": "tab:red", "weight_norm": "tab:green",
           "wgan_gp": "tab:purple", "none": "tab:gray", "orthonormal": "tab:brown", "dragan": "tab:pink",
@@ -52,11 +54,42 @@ def monitor_of(trainer):
     return next((c for c in trainer.callbacks if isinstance(c, SpectralMonitor)), None)
 
 
-def run(out: Path, names, steps: int, every: int, spectrum_every: int, overrides=()) -> list:
+def _save(run_dir: Path, res: dict) -> None:
+    keep = ("status", "error", "steps", "seconds", "monitor_seconds", "diversity", "loss", "losses")
+    (run_dir / "analysis.json").write_text(json.dumps({k: res[k] for k in keep}, indent=1))
+
+
+def _load(run_dir: Path) -> dict | None:
+    """A finished run's results from its files (for --reuse), or None."""
+    meta = run_dir / "analysis.json"
+    if not meta.is_file() or not (run_dir / "spectral" / "spectral.csv").is_file():
+        return None
+    res = json.loads(meta.read_text())
+    with open(run_dir / "spectral" / "spectral.csv") as f:
+        res["history"] = [{k: (int(v) if k in ("g_step", "global_step") else float(v)) for k, v in r.items() if v != ""}
+                          for r in csv.DictReader(f)]
+    spectra = {}
+    with open(run_dir / "spectral" / "spectra.csv") as f:
+        for r in csv.DictReader(f):
+            key = (int(r["g_step"]), r["layer"], r["kind"])
+            s = spectra.setdefault(key, {"g_step": key[0], "layer": key[1], "kind": key[2], "n": int(r["n"]),
+                                         "sigma_1": float(r["sigma_1"]), "index": [], "values": []})
+            s["index"].append(int(r["index"]))
+            s["values"].append(float(r["sigma_normalized"]))
+    res["spectra"] = [{**s, "index": torch.tensor(s["index"]), "values": torch.tensor(s["values"])} for s in spectra.values()]
+    res["samples"] = run_dir / "samples" / "final.png"
+    return res
+
+
+def run(out: Path, names, steps: int, every: int, spectrum_every: int, overrides=(), reuse: bool = False) -> list:
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in names:
         run_dir = out / "runs" / name
+        if reuse and (res := _load(run_dir)) is not None:
+            results[name] = res
+            print(f"{name:12s} reused from {run_dir}", flush=True)
+            continue
         res = train([f"regularizer={name}", f"steps={steps}", "logger=none", "metrics=none", "samples.every=0",
                      "checkpoint.every=0", f"callbacks.spectral.every={every}", f"callbacks.spectral.spectrum_every={spectrum_every}",
                      *overrides], run_dir)
@@ -64,8 +97,10 @@ def run(out: Path, names, steps: int, every: int, spectrum_every: int, overrides
         finite = all(torch.isfinite(p).all() for p in res["module"].G.parameters())
         res["diversity"] = diversity(res["module"], res["datamodule"]) if finite else float("nan")
         res["history"], res["spectra"] = (mon.history, mon.spectra) if mon else ([], [])
+        res["losses"] = list(res["module"].history)  # the module's logged losses (every log_every steps)
         res["monitor_seconds"] = mon.seconds if mon else 0.0
         res["samples"] = run_dir / "samples" / "final.png"
+        _save(run_dir, res)
         results[name] = res
         print(f"{name:12s} {res['status']:9s} {res['steps']} steps in {res['seconds']:.0f}s "
               f"(monitor {res['monitor_seconds']:.0f}s), diversity {res['diversity']:.3f}", flush=True)
@@ -82,6 +117,7 @@ def run(out: Path, names, steps: int, every: int, spectrum_every: int, overrides
     plot_curves(results, out / "lipschitz.png", [("lip_upper", "-", "product upper bound"), ("lip_lower", ":", "max |grad D| (lower)")],
                 "Lipschitz bounds of D")
     plot_samples(results, out / "samples.png")
+    plot_losses(results, out / "d_loss.png")
     return rows
 
 
@@ -161,7 +197,7 @@ def plot_sigma_true(results: dict, path: Path) -> None:
         ax.axis("off")
     fig.suptitle("Conv-true spectral norm of each D layer during training", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
 
 
@@ -188,7 +224,7 @@ def plot_rank_deficiency(results: dict, path: Path) -> None:
     fig.supylabel("sigma_i / sigma_1 of W_mat", fontsize=9)
     fig.suptitle("Singular values of each layer's reshaped weight at the end of training", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
 
 
@@ -208,7 +244,22 @@ def plot_curves(results: dict, path: Path, series, ylabel: str) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
+    plt.close(fig)
+
+
+def plot_losses(results: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for name, res in results.items():
+        losses = res.get("losses") or []
+        if losses:
+            ax.plot([h["step"] for h in losses], [h["loss/d"] for h in losses], color=COLORS.get(name), lw=1, label=f"{name} ({res['loss']})")
+    ax.set_xlabel("generator step")
+    ax.set_ylabel("D loss (each with its own loss function)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
 
 
@@ -226,7 +277,7 @@ def plot_samples(results: dict, path: Path) -> None:
     for ax in axes.flat[len(names):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
 
 
@@ -238,6 +289,7 @@ def main(argv=None):
     ap.add_argument("--every", type=int, default=25, help="generator updates between spectral measurements")
     ap.add_argument("--spectrum-every", type=int, default=250)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reuse", action="store_true", help="keep runs already finished under DIR/runs (re-plot, add regularizers)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run (the data, e.g. data=digits)")
     args = ap.parse_args(argv)
     limit_threads(args.threads)
@@ -245,7 +297,7 @@ def main(argv=None):
     unknown = sorted(set(names) - set(available_regularizers()))
     if unknown:
         ap.error(f"unknown regularizers {unknown}; available: {available_regularizers()}")
-    run(args.out, names, args.steps, args.every, args.spectrum_every, args.overrides)
+    run(args.out, names, args.steps, args.every, args.spectrum_every, args.overrides, args.reuse)
     print(f"wrote {args.out}/summary.csv and figures")
 
 

@@ -55,6 +55,9 @@ class ConvSpectralNorm(nn.Module):
             else:
                 with torch.no_grad():
                     sigma = (self.u * conv_forward(self.v, w, self.stride, self.padding)).sum()
+                if not (torch.is_grad_enabled() and weight.requires_grad):  # e.g. the spectral monitor's reads
+                    return weight / sigma.clamp_min(self.eps)
+                with torch.no_grad():
                     dsigma = torch.nn.grad.conv2d_weight(self.v, w.shape, self.u, self.stride, self.padding)
             return DivideBySigma.apply(weight, sigma.clamp_min(self.eps), None, None, dsigma)
 
