@@ -102,10 +102,14 @@ class GAN(L.LightningModule):
             opt_d.step()
             self.regularizer.after_d_step(self.D)
 
-        with parametrize.cached():
-            g_loss = self.gan_loss.g_loss(self._d_forward(self._g_forward(self.sample_z(bs))))
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(g_loss)
+        self.D.requires_grad_(False)  # G's update needs no D weight gradients (nor parametrization backward)
+        try:
+            with parametrize.cached():
+                g_loss = self.gan_loss.g_loss(self._d_forward(self._g_forward(self.sample_z(bs))))
+                opt_g.zero_grad(set_to_none=True)
+                self.manual_backward(g_loss)
+        finally:
+            self.D.requires_grad_(True)
         opt_g.step()
         for sched in self.lr_schedulers() or []:
             sched.step()
