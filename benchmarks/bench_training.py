@@ -66,10 +66,12 @@ def plain(reg: str, steps: int, run_dir: Path, warmup: int) -> float:
                 total.backward()
             opt_d.step()
             regz.after_d_step(D)
+        D.requires_grad_(False)  # as careful hand-written loops (and our module) do
         with parametrize.cached():
             g = loss.g_loss(D(G(torch.randn(bs, z_dim, generator=gen))))
             opt_g.zero_grad(set_to_none=True)
             g.backward()
+        D.requires_grad_(True)
         opt_g.step()
         if not torch.isfinite(d.detach()):  # the same per-step check our module makes on CPU
             raise RuntimeError("diverged")

@@ -85,6 +85,18 @@ def make_trainer(cfg: DictConfig, run_dir: Path, module, extra_callbacks=()):
     return trainer, timer
 
 
+def peak_memory() -> dict:
+    """Peak host memory of this process (ru_maxrss) and, on a GPU, peak device memory, in MiB."""
+    import resource
+
+    import torch
+
+    out = {"peak_host_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["peak_device_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
 # what a checkpoint must share with the run that resumes from it (the networks' shapes and wrapping)
 RESUME_KEYS = ("arch.name", "regularizer.name", "data.resolution", "data.channels", "z_dim")
 
@@ -152,6 +164,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         log.error("run failed:\n%s", traceback.format_exc())
     if module is not None and summary["status"] != "completed" and module._trainer is not None:
         summary["steps"] = summary["steps"] or module.g_step
+    summary["resources"] = peak_memory()
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     if (trainer.is_global_zero if trainer is not None else rank_zero_only.rank == 0):  # only rank 0 writes under DDP

@@ -57,6 +57,7 @@ def test_summary_follows_the_design_contract(cli, tmp_path):
         assert key in s
     assert (s["optim"], s["lr"], s["beta1"], s["beta2"], s["n_dis"], s["loss"], s["seed"]) == ("C", 2e-4, 0.5, 0.999, 1, "hinge", 3)
     assert set(s["timing"]) >= {"sec_per_step", "total_sec"}
+    assert 100 < s["resources"]["peak_host_mib"] < 24 * 1024  # torch + lightning alone take a few hundred MiB
     logged = (result.run_dir / "logs" / "metrics.csv").read_text().splitlines()[0]
     assert "loss/d" in logged and "loss/g" in logged
 
