@@ -37,9 +37,10 @@ def compose(overrides, run_dir: Path) -> DictConfig:
     return cfg
 
 
-def train(overrides, run_dir: Path) -> dict:
+def train(overrides, run_dir: Path, prepare=None) -> dict:
     """Train one run in this process with src.train's own builders (fresh: run_dir is emptied).
 
+    ``prepare(module)``, when given, runs after the module is built and before training.
     Returns {module, datamodule, trainer, status ("completed" / "diverged"), error, seconds, steps,
     metrics (the run's evaluator; {} when it diverged), loss}.
     """
@@ -52,6 +53,8 @@ def train(overrides, run_dir: Path) -> dict:
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg = compose(["trainer.enable_progress_bar=false", *overrides], run_dir)
     module, dm, evaluator = build_run(cfg, run_dir)
+    if prepare is not None:
+        prepare(module)
     dm.steps_per_fit = cfg.steps
     trainer, _ = make_trainer(cfg, run_dir, module)
     t0 = time.perf_counter()

@@ -14,8 +14,12 @@ or data=digits) and compares:
 * grad_norms.png: mean |grad_x D| at real and interpolated points over training, per regularizer;
 * lipschitz.png: D's product upper bound and empirical lower bound over training;
 * samples.png: the final samples of each run (collapse shows here); d_loss.png: D's loss;
-* summary.csv: per regularizer, the numbers quoted in docs/findings.md (including a sample
-  diversity ratio: mean pairwise distance of generated over real samples; << 1 means collapse).
+* summary.csv: per regularizer, the numbers quoted in docs/findings.md, including Inception-free
+  sample measures (see sample_quality: diversity ratio, sliced Wasserstein distance, colour gap).
+
+``NAME*GAIN`` (e.g. sn_conv*64) trains NAME with D's output multiplied by the constant GAIN (a
+forward hook; run dir NAME_xGAIN; its lip_upper is multiplied by GAIN here, not in the run's own
+spectral.csv), to test whether two regularizers differ only by the scale they leave D at.
 
 Runs go to DIR/runs/<name> (each with its own spectral/ folder: spectral.csv, spectra.csv, plots, and
 analysis.json); ``--reuse`` keeps finished ones, so figures can be redone or regularizers added.
@@ -36,16 +40,47 @@ from ._runs import available_regularizers, limit_threads, save_figure, train  # 
 
 COLORS = {"sn": "tab:blue", "sn_conv": "tab:orange", "weight_clip": "tab:red", "weight_norm": "tab:green",
           "wgan_gp": "tab:purple", "none": "tab:gray", "orthonormal": "tab:brown", "dragan": "tab:pink",
-          "batch_norm": "tab:olive", "layer_norm": "tab:cyan"}
+          "batch_norm": "tab:olive", "layer_norm": "tab:cyan", "sn_conv_x64": "goldenrod"}
 
 
-def diversity(module, datamodule, n: int = 256, seed: int = 0) -> float:
-    """Mean pairwise L2 distance of n generated samples over that of n real samples."""
+def sample_quality(module, datamodule, n: int = 1000, seed: int = 0) -> dict:
+    """Inception-free measures on n real / n generated samples (pixels in [-1, 1]):
+
+    * diversity: mean pairwise L2 distance of generated samples over that of real ones (<< 1: collapse);
+    * swd: sliced Wasserstein-1 distance between the two sets of flattened images (128 directions);
+    * color_gap: L2 distance between the mean pixel colour of each set (per channel).
+    """
+    from ..metrics.toy import sliced_wasserstein
+
     gen = torch.Generator(device=module.device).manual_seed(seed)
-    real = datamodule.sample(n, gen).flatten(1).float().cpu()
+    real = datamodule.sample(n, gen).float().cpu()
     z = torch.randn(n, module.z_dim, generator=torch.Generator().manual_seed(seed))
-    fake = module.generate(n, z=z).flatten(1)
-    return float(torch.pdist(fake).mean() / torch.pdist(real).mean())
+    fake = module.generate(n, z=z).float()
+    if not torch.isfinite(fake).all():
+        return {"diversity": float("nan"), "swd": float("nan"), "color_gap": float("nan")}
+    rf, ff = real.flatten(1), fake.flatten(1)
+    channel = (1,) if real.dim() == 2 else (0, 2, 3)
+    return {"diversity": float(torch.pdist(ff[:256]).mean() / torch.pdist(rf[:256]).mean()),
+            "swd": sliced_wasserstein(ff.numpy(), rf.numpy(), seed=seed),
+            "color_gap": float((fake.mean(channel) - real.mean(channel)).norm()) if real.dim() == 4 else float("nan")}
+
+
+def _parse(spec: str) -> tuple:
+    """"sn_conv*64" -> ("sn_conv_x64", 64.0): a regularizer with D's output multiplied by a constant gain."""
+    if "*" not in spec:
+        return spec, 1.0
+    reg, gain = spec.split("*")
+    return f"{reg}_x{gain}", float(gain)
+
+
+def _gain_hook(gain: float):
+    if gain == 1.0:
+        return None
+
+    def prepare(module):
+        # D(x) -> gain * D(x) for every use (training, the monitor): a fixed temperature on D's output
+        module.D.register_forward_hook(lambda mod, args, out: out * gain)
+    return prepare
 
 
 def monitor_of(trainer):
@@ -55,7 +90,7 @@ def monitor_of(trainer):
 
 
 def _save(run_dir: Path, res: dict) -> None:
-    keep = ("status", "error", "steps", "seconds", "monitor_seconds", "diversity", "loss", "losses")
+    keep = ("status", "error", "steps", "seconds", "monitor_seconds", "diversity", "swd", "color_gap", "loss", "losses")
     (run_dir / "analysis.json").write_text(json.dumps({k: res[k] for k in keep}, indent=1))
 
 
@@ -84,18 +119,22 @@ def _load(run_dir: Path) -> dict | None:
 def run(out: Path, names, steps: int, every: int, spectrum_every: int, overrides=(), reuse: bool = False) -> list:
     out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for name in names:
+    for spec in names:
+        name, gain = _parse(spec)
         run_dir = out / "runs" / name
         if reuse and (res := _load(run_dir)) is not None:
             results[name] = res
             print(f"{name:12s} reused from {run_dir}", flush=True)
             continue
-        res = train([f"regularizer={name}", f"steps={steps}", "logger=none", "metrics=none", "samples.every=0",
+        res = train([f"regularizer={spec.split('*')[0]}", f"steps={steps}", "logger=none", "metrics=none", "samples.every=0",
                      "checkpoint.every=0", f"callbacks.spectral.every={every}", f"callbacks.spectral.spectrum_every={spectrum_every}",
-                     *overrides], run_dir)
+                     *overrides], run_dir, prepare=_gain_hook(gain))
         mon = monitor_of(res["trainer"])
-        finite = all(torch.isfinite(p).all() for p in res["module"].G.parameters())
-        res["diversity"] = diversity(res["module"], res["datamodule"]) if finite else float("nan")
+        if mon and gain != 1.0:  # the layer norms do not see the output gain; the gradients do
+            for r in mon.history:
+                r["spectral/lip_upper"] *= gain
+                r["spectral/lip_upper_reshaped"] *= gain
+        res.update(sample_quality(res["module"], res["datamodule"]))
         res["history"], res["spectra"] = (mon.history, mon.spectra) if mon else ([], [])
         res["losses"] = list(res["module"].history)  # the module's logged losses (every log_every steps)
         res["monitor_seconds"] = mon.seconds if mon else 0.0
@@ -103,7 +142,7 @@ def run(out: Path, names, steps: int, every: int, spectrum_every: int, overrides
         _save(run_dir, res)
         results[name] = res
         print(f"{name:12s} {res['status']:9s} {res['steps']} steps in {res['seconds']:.0f}s "
-              f"(monitor {res['monitor_seconds']:.0f}s), diversity {res['diversity']:.3f}", flush=True)
+              f"(monitor {res['monitor_seconds']:.0f}s), diversity {res['diversity']:.3f}, swd {res['swd']:.3f}", flush=True)
     rows = summarize(results)
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / "summary.csv", "w", newline="") as f:
@@ -138,7 +177,8 @@ def summarize(results: dict) -> list:
         row = {"regularizer": name, "loss": res["loss"], "status": res["status"], "steps": res["steps"],
                "sec_per_step": round(res["seconds"] / max(res["steps"], 1), 3),
                "monitor_share": round(res["monitor_seconds"] / max(res["seconds"], 1e-9), 4),
-               "diversity": round(res["diversity"], 4)}
+               "diversity": round(res["diversity"], 4), "swd": round(res.get("swd", float("nan")), 4),
+               "color_gap": round(res.get("color_gap", float("nan")), 4)}
         if h:
             convs = [n for n in _layers(h) if not n.startswith(("dense", "net."))]
             first, last = h[0], h[-1]
@@ -294,7 +334,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     limit_threads(args.threads)
     names = args.regularizers.split(",")
-    unknown = sorted(set(names) - set(available_regularizers()))
+    unknown = sorted({n.split("*")[0] for n in names} - set(available_regularizers()))
     if unknown:
         ap.error(f"unknown regularizers {unknown}; available: {available_regularizers()}")
     run(args.out, names, args.steps, args.every, args.spectrum_every, args.overrides, args.reuse)
