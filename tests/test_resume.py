@@ -46,7 +46,8 @@ def last(run_dir):
     return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
-@pytest.mark.parametrize("extra", [["regularizer=sn"], ["regularizer=wgan_gp", "optim=A", "data.variant=grid25"]])
+@pytest.mark.parametrize("extra", [["regularizer=sn"],
+                                   pytest.param(["regularizer=wgan_gp", "optim=A", "data.variant=grid25"], marks=pytest.mark.slow)])
 def test_sigkill_then_resume_matches_uninterrupted_run_bit_for_bit(tmp_path, extra):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert train(straight, extra).returncode == 0

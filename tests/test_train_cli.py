@@ -22,8 +22,9 @@ def assert_complete_run(result, steps):
     return s
 
 
-@pytest.mark.parametrize("data,arch", [("digits", "standard_cnn"), ("digits", "resnet"), ("cifar10", "standard_cnn"),
-                                       ("cifar10", "resnet"), ("stl10", "standard_cnn"), ("image_folder", "standard_cnn")])
+@pytest.mark.parametrize("data,arch", [("digits", "standard_cnn"), pytest.param("digits", "resnet", marks=pytest.mark.slow),
+                                       ("cifar10", "standard_cnn"), ("cifar10", "resnet"), ("stl10", "standard_cnn"),
+                                       pytest.param("stl10", "resnet", marks=pytest.mark.slow), ("image_folder", "standard_cnn")])
 def test_image_data_and_archs_train_through_the_cli(cli, tmp_path, cifar_root, stl_root, image_root, data, arch):
     roots = {"cifar10": cifar_root, "stl10": stl_root, "image_folder": image_root}
     extra = [f"data.root={roots[data]}"] if data in roots else []
