@@ -142,14 +142,21 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
         summary["steps"] = module.g_step
         summary["timing"] = {"sec_per_step": timer.sec_per_step, "total_sec": timer.total_sec}
-        if trainer.is_global_zero:
-            log.info("evaluating the generator ...")
+        # Image evaluators are collectives under DDP (every rank generates, each runs the feature network on
+        # its share of the batches, rank 0 gathers and scores): call them on every rank. The toy / none
+        # evaluators are cheap and local: rank 0 alone. Only rank 0 writes the summary (below).
+        if trainer.is_global_zero or getattr(evaluator, "runs_on_all_ranks", False):
+            if trainer.is_global_zero:
+                log.info("evaluating the generator ...")
             metrics = evaluator.evaluate(module.generate, datamodule)
             history = metrics.pop("history", None)  # periodic evaluations (metrics.every)
             summary["metrics"] = metrics
             if history:
                 summary["metrics_history"] = history
             summary["eval_protocol"] = evaluator.protocol()
+            shares = getattr(evaluator, "distributed_info", lambda: None)()
+            if shares:  # DDP: how the feature network's work was split over the ranks
+                summary["eval_distributed"] = shares
         summary["status"] = "completed"
     except DivergedError as exc:
         summary.update(status="diverged", error=str(exc), steps=exc.step)
