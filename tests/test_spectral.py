@@ -270,3 +270,21 @@ def test_critic_landscapes_analysis(tmp_path):
     assert [r["regularizer"] for r in rows] == ["sn", "wgan_gp"] and all(r["status"] == "completed" for r in rows)
     assert float(rows[0]["d_min"]) <= float(rows[0]["d_max"])
     assert (tmp_path / "landscapes.png").stat().st_size > 10_000 and (tmp_path / "gradient_fields.png").is_file()
+
+
+def test_training_spectra_analysis_with_output_gain_and_reuse(tmp_path):
+    """NAME*GAIN scales D's output: at step 0 (same seed, same weights) both of D's Lipschitz bounds are
+    GAIN times those of the plain run; re-plotting the finished runs (--reuse) gives the same summary."""
+    from src.analysis.training_spectra import main
+
+    args = ["--out", str(tmp_path), "--regularizers", "sn,sn*0.5", "--steps", "4", "--every", "2", "--spectrum-every", "4",
+            "data.n_points=2000"]
+    main(args)
+    first = _rows(tmp_path / "summary.csv")
+    by = {r["regularizer"]: r for r in first}
+    assert set(by) == {"sn", "sn_x0.5"} and all(r["status"] == "completed" for r in first)
+    for key in ("lip_upper_start", "lip_lower_start"):
+        assert float(by["sn_x0.5"][key]) == pytest.approx(0.5 * float(by["sn"][key]), rel=1e-3), key
+    assert (tmp_path / "sigma_true.png").is_file() and (tmp_path / "samples.png").is_file()
+    main([*args, "--reuse"])  # no training: loaded from the run dirs
+    assert _rows(tmp_path / "summary.csv") == first

@@ -94,7 +94,17 @@ def _save(run_dir: Path, res: dict) -> None:
     (run_dir / "analysis.json").write_text(json.dumps({k: res[k] for k in keep}, indent=1))
 
 
-def _load(run_dir: Path) -> dict | None:
+def _apply_gain(history: list, gain: float) -> None:
+    """The run's own spectral.csv holds the layers' bounds, which do not see D's output gain (the
+    gradients do): scale the upper bounds here, for a freshly trained and for a reused run alike."""
+    if gain != 1.0:
+        for r in history:
+            for key in ("spectral/lip_upper", "spectral/lip_upper_reshaped"):
+                if key in r:
+                    r[key] *= gain
+
+
+def _load(run_dir: Path, gain: float = 1.0) -> dict | None:
     """A finished run's results from its files (for --reuse), or None."""
     meta = run_dir / "analysis.json"
     if not meta.is_file() or not (run_dir / "spectral" / "spectral.csv").is_file():
@@ -103,6 +113,7 @@ def _load(run_dir: Path) -> dict | None:
     with open(run_dir / "spectral" / "spectral.csv") as f:
         res["history"] = [{k: (int(v) if k in ("g_step", "global_step") else float(v)) for k, v in r.items() if v != ""}
                           for r in csv.DictReader(f)]
+    _apply_gain(res["history"], gain)
     spectra = {}
     with open(run_dir / "spectral" / "spectra.csv") as f:
         for r in csv.DictReader(f):
@@ -122,7 +133,7 @@ def run(out: Path, names, steps: int, every: int, spectrum_every: int, overrides
     for spec in names:
         name, gain = _parse(spec)
         run_dir = out / "runs" / name
-        if reuse and (res := _load(run_dir)) is not None:
+        if reuse and (res := _load(run_dir, gain)) is not None:
             results[name] = res
             print(f"{name:12s} reused from {run_dir}", flush=True)
             continue
@@ -130,10 +141,8 @@ def run(out: Path, names, steps: int, every: int, spectrum_every: int, overrides
                      "checkpoint.every=0", f"callbacks.spectral.every={every}", f"callbacks.spectral.spectrum_every={spectrum_every}",
                      *overrides], run_dir, prepare=_gain_hook(gain))
         mon = monitor_of(res["trainer"])
-        if mon and gain != 1.0:  # the layer norms do not see the output gain; the gradients do
-            for r in mon.history:
-                r["spectral/lip_upper"] *= gain
-                r["spectral/lip_upper_reshaped"] *= gain
+        if mon:
+            _apply_gain(mon.history, gain)
         res.update(sample_quality(res["module"], res["datamodule"]))
         res["history"], res["spectra"] = (mon.history, mon.spectra) if mon else ([], [])
         res["losses"] = list(res["module"].history)  # the module's logged losses (every log_every steps)
