@@ -494,7 +494,7 @@ def test_norm_baselines_refuse_a_discriminator_without_slots(reg_cls):
 
 ALL = ["none", "sn", "sn_conv", "weight_clip", "wgan_gp", "dragan", "weight_norm", "orthonormal", "batch_norm", "layer_norm"]
 DEFAULT_LOSS = {"weight_clip": "wasserstein", "wgan_gp": "wasserstein"}
-DEFAULTS = {"sn": {"power_iterations": 1}, "sn_conv": {"power_iterations": 1}, "weight_clip": {"c": 0.01},
+DEFAULTS = {"sn": {"power_iterations": 1, "output_gain": 1.0}, "sn_conv": {"power_iterations": 1, "output_gain": 1.0}, "weight_clip": {"c": 0.01},
             "wgan_gp": {"lam": 10.0}, "dragan": {"lam": 10.0}, "orthonormal": {"coef": 0.01}}
 
 
@@ -510,6 +510,7 @@ def test_every_config_builds_its_regularizer_with_the_documented_defaults(name):
 @pytest.mark.parametrize("name,key,value", [
     ("wgan_gp", "lam", 0), ("wgan_gp", "lam", -1.0), ("dragan", "lam", 0.0), ("weight_clip", "c", -1), ("weight_clip", "c", 0),
     ("sn", "power_iterations", 0), ("sn", "power_iterations", 1.5), ("sn_conv", "power_iterations", -2),
+    ("sn", "output_gain", -1.0), ("sn_conv", "output_gain", "big"),
     ("orthonormal", "coef", 0), ("wgan_gp", "lam", "ten")])
 def test_invalid_hyperparameters_raise_a_one_line_config_error(name, key, value):
     cfg = OmegaConf.load(f"{CONF}/{name}.yaml")

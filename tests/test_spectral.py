@@ -288,3 +288,33 @@ def test_training_spectra_analysis_with_output_gain_and_reuse(tmp_path):
     assert (tmp_path / "sigma_true.png").is_file() and (tmp_path / "samples.png").is_file()
     main([*args, "--reuse"])  # no training: loaded from the run dirs
     assert _rows(tmp_path / "summary.csv") == first
+
+
+@pytest.mark.parametrize("name", ["sn", "sn_conv"])
+def test_output_gain_scales_d_and_both_bounds(name):
+    """regularizer.output_gain=K: D's output is exactly K times the gain-1 D's (same weights), and so are
+    the empirical lower bound and the product upper bound; a non-positive gain is refused in one line."""
+    import copy
+
+    from src.errors import ConfigError
+    from src.networks import standard_cnn
+    from src.regularizers.spectral_norm import SpectralNorm
+    from src.regularizers.spectral_norm_conv import ConvSpectralNormRegularizer
+
+    cls = SpectralNorm if name == "sn" else ConvSpectralNormRegularizer
+    torch.manual_seed(0)
+    _, d1 = standard_cnn.build(8, 8, 3)
+    d8 = copy.deepcopy(d1)
+    real, fake = torch.rand(16, 3, 8, 8) * 2 - 1, torch.rand(16, 3, 8, 8) * 2 - 1
+    cls().wrap(d1, real[:2])
+    cls(output_gain=8).wrap(d8, real[:2])
+    d8.load_state_dict(d1.state_dict())  # same weights and power-iteration buffers
+    with torch.no_grad():
+        torch.testing.assert_close(d8.eval()(real), 8 * d1.eval()(real))
+    b1 = lipschitz_bounds(d1, real, fake, torch.Generator().manual_seed(0), tol=1e-9)
+    b8 = lipschitz_bounds(d8, real, fake, torch.Generator().manual_seed(0), tol=1e-9)
+    assert b8["upper"] == pytest.approx(8 * b1["upper"], rel=1e-6)
+    assert b8["lower"] == pytest.approx(8 * b1["lower"], rel=1e-5)
+    assert b8["lower"] <= b8["upper"]
+    with pytest.raises(ConfigError, match=r"regularizer.output_gain=0 is invalid; it must be a positive number"):
+        cls(output_gain=0)

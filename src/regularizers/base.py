@@ -75,3 +75,14 @@ class NormSlotRegularizer(Regularizer):
         if count == 0:
             raise ConfigError(f"regularizer={self.name} cannot apply to this discriminator ({type(discriminator).__name__}): "
                               "it has no NormSlot where a normalization layer can go; use an arch with slots (mlp, standard_cnn, resnet)")
+
+
+def apply_output_gain(discriminator: nn.Module, gain: float) -> None:
+    """D(x) -> gain * D(x), a fixed temperature on D's logits: a Lipschitz target K = gain for the
+    normalizations that bound every layer by 1. docs/findings.md (section 7) shows why it matters:
+    conv-true SN bounds D by 1 but leaves it ~140x below that bound, and a gain restores the logit
+    scale reshaped SN gets by accident. The bounds in src.spectral read ``lipschitz_output_gain``."""
+    if gain == 1.0:
+        return
+    discriminator.register_forward_hook(lambda module, args, out: out * gain)
+    discriminator.lipschitz_output_gain = float(gain)

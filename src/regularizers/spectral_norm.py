@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..spectral.power_iteration import reshaped_power_iteration_nograd
-from .base import Regularizer, weight_layers
+from .base import Regularizer, apply_output_gain, weight_layers
 
 
 class DivideBySigma(torch.autograd.Function):
@@ -82,10 +82,13 @@ class SpectralNorm(Regularizer):
     name = "sn"
     default_loss = "ns"
 
-    def __init__(self, power_iterations: int = 1):
+    def __init__(self, power_iterations: int = 1, output_gain: float = 1.0):
         self.require_positive("power_iterations", power_iterations, integer=True)
+        self.require_positive("output_gain", output_gain)
         self.power_iterations = int(power_iterations)
+        self.output_gain = float(output_gain)
 
     def wrap(self, discriminator: nn.Module, example_input: torch.Tensor) -> None:
         for layer in weight_layers(discriminator):
             parametrize.register_parametrization(layer, "weight", ReshapedSpectralNorm(layer.weight.detach(), self.power_iterations))
+        apply_output_gain(discriminator, self.output_gain)

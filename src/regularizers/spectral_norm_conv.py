@@ -18,7 +18,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import ConfigError
 from ..spectral.power_iteration import conv_forward, conv_power_iteration_nograd
-from .base import Regularizer
+from .base import Regularizer, apply_output_gain
 from .spectral_norm import DivideBySigma, ReshapedSpectralNorm
 
 
@@ -88,9 +88,11 @@ class ConvSpectralNormRegularizer(Regularizer):
     name = "sn_conv"
     default_loss = "ns"
 
-    def __init__(self, power_iterations: int = 1):
+    def __init__(self, power_iterations: int = 1, output_gain: float = 1.0):
         self.require_positive("power_iterations", power_iterations, integer=True)
+        self.require_positive("output_gain", output_gain)
         self.power_iterations = int(power_iterations)
+        self.output_gain = float(output_gain)
 
     def wrap(self, discriminator: nn.Module, example_input: torch.Tensor) -> None:
         shapes = conv_input_shapes(discriminator, example_input)
@@ -109,3 +111,4 @@ class ConvSpectralNormRegularizer(Regularizer):
                 conv.weight.detach(), shape, conv.stride, conv.padding, self.power_iterations))
         for layer in [m for m in discriminator.modules() if isinstance(m, nn.Linear)]:
             parametrize.register_parametrization(layer, "weight", ReshapedSpectralNorm(layer.weight.detach(), self.power_iterations))
+        apply_output_gain(discriminator, self.output_gain)

@@ -162,14 +162,16 @@ def lipschitz_upper_bound(module: nn.Module, norms: dict, shapes: dict | None = 
     from ..networks.resnet import ResNetDiscriminator
     from ..networks.standard_cnn import StandardCNNDiscriminator
 
+    gain = float(getattr(module, "lipschitz_output_gain", 1.0))  # regularizer.output_gain: D(x) -> gain * D(x)
     if isinstance(module, ResNetDiscriminator):
         if shapes is None:
             raise ValueError("the ResNet bound needs the layers' input shapes (record_input_shapes)")
-        return _resnet_bound(module, norms, shapes)
+        bound, valid, note = _resnet_bound(module, norms, shapes)
+        return bound * gain, valid, note
     bound, valid, note = _chain_bound(module, norms)
     if not isinstance(module, (MLPDiscriminator, StandardCNNDiscriminator, nn.Sequential)):
         valid, note = False, note + f"; {type(module).__name__} is not known to be a chain"
-    return bound, valid, note
+    return bound * gain, valid, note
 
 
 def input_gradient_norms(module: nn.Module, x: torch.Tensor, return_outputs: bool = False):
