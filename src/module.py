@@ -3,7 +3,9 @@
 The module knows nothing about any particular regularizer or loss: it calls the regularizer's three
 hooks (wrap once in __init__, penalty in every D step, after_d_step after every D optimizer step).
 Real batches are sampled on the device from the datamodule's in-memory tensor with a generator
-whose state is checkpointed, as is the noise generator, so resumed runs continue exactly.
+whose state is checkpointed, as is the noise generator, so resumed runs continue exactly. When the
+data streams from disk (data.in_memory=false) each training step's batch from the DataLoader holds
+its n_dis real batches instead (the datamodule checkpoints its place in that stream).
 """
 
 import lightning as L
@@ -56,10 +58,32 @@ class GAN(L.LightningModule):
         return torch.randn(n, self.z_dim, device=self.device, generator=self.rng)
 
     def sample_real(self, n: int) -> torch.Tensor:
-        real = self.trainer.datamodule.sample(n, self.rng)
+        return self._layout(self.trainer.datamodule.sample(n, self.rng))
+
+    def _layout(self, real: torch.Tensor) -> torch.Tensor:
         if self.perf["channels_last"] and real.dim() == 4:
             real = real.contiguous(memory_format=torch.channels_last)
         return real
+
+    @property
+    def real_per_step(self) -> int:
+        """Real samples one training step (n_dis D updates) consumes: the streamed loader's batch size."""
+        return self.n_dis * self.batch_size
+
+    def real_batches(self, batch):
+        """The n_dis real batches of this step, each fresh: split from the loader's streamed batch, or
+        sampled on the device one at a time (lazily, so real indices and noise are drawn in turn)."""
+        if isinstance(batch, dict) and "real" in batch:
+            real = self.trainer.datamodule.to_float(batch["real"])
+            if real.shape[0] != self.real_per_step:
+                raise RuntimeError(f"streamed batch holds {real.shape[0]} real samples, a step needs {self.real_per_step}")
+            return iter([self._layout(r) for r in real.split(self.batch_size)])
+        return (self.sample_real(self.batch_size) for _ in range(self.n_dis))
+
+    def critic(self, x: torch.Tensor) -> torch.Tensor:
+        """D's outputs for the losses, in float32: under bf16 autocast D runs in bf16, the losses do not
+        (a no-op in float32 runs)."""
+        return self._d_forward(x).float()
 
     @property
     def g_step(self) -> int:
@@ -87,14 +111,13 @@ class GAN(L.LightningModule):
             self._restore_global_rng()
         opt_d, opt_g = self.optimizers()
         bs = self.batch_size
-        for _ in range(self.n_dis):
-            real = self.sample_real(bs)
+        for real in self.real_batches(batch):
             with torch.no_grad():
                 fake = self._g_forward(self.sample_z(bs))
             # cached(): each parametrized weight (SN, WN, ...) is computed once per D update even
             # though D runs on real, fake and (for penalties) interpolated batches
             with parametrize.cached():
-                d_loss = self.gan_loss.d_loss(self._d_forward(real), self._d_forward(fake))
+                d_loss = self.gan_loss.d_loss(self.critic(real), self.critic(fake))
                 penalty = self.regularizer.penalty(self.D, real, fake)
                 d_total = d_loss if penalty is None else d_loss + penalty
                 opt_d.zero_grad(set_to_none=True)
@@ -105,7 +128,7 @@ class GAN(L.LightningModule):
         self.D.requires_grad_(False)  # G's update needs no D weight gradients (nor parametrization backward)
         try:
             with parametrize.cached():
-                g_loss = self.gan_loss.g_loss(self._d_forward(self._g_forward(self.sample_z(bs))))
+                g_loss = self.gan_loss.g_loss(self.critic(self._g_forward(self.sample_z(bs))))
                 opt_g.zero_grad(set_to_none=True)
                 self.manual_backward(g_loss)
         finally:

@@ -38,6 +38,11 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} is invalid; it must be a non-negative integer (0 turns it off)")
     if cfg.data.name != "toy2d":
         _number(cfg, "data.resolution", integer=True)
+    from .data.datamodule import check_stream_options  # data.in_memory / num_workers / prefetch_factor
+
+    check_stream_options(cfg.data.name, OmegaConf.select(cfg, "data.in_memory", default=True),
+                         OmegaConf.select(cfg, "data.num_workers", default=0),
+                         OmegaConf.select(cfg, "data.prefetch_factor", default=2))
     loss = OmegaConf.select(cfg, "loss.name")
     if loss not in LOSSES:
         raise ConfigError(f"loss={loss!r} is unknown; valid: {', '.join(LOSSES)}")
