@@ -129,19 +129,7 @@ def test_stopped_streamed_run_resumes_exactly(folder, tmp_path):
     _assert_same_run(_final_state(straight), _final_state(stopped))
 
 
-KILLER = """
-import os, signal, sys
-from src.module import GAN
-original = GAN.training_step
-def training_step(self, batch, batch_idx):
-    if self.g_step == int(os.environ["KILL_AT_STEP"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return original(self, batch, batch_idx)
-GAN.training_step = training_step
-import runpy
-sys.argv = ["src/train.py", *sys.argv[1:]]
-runpy.run_module("src.train", run_name="__main__", alter_sys=True)
-"""
+from tests.test_resume import KILLER  # noqa: E402  (the same self-SIGKILL at a known generator step)
 
 
 @pytest.mark.slow
