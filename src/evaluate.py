@@ -8,8 +8,13 @@ A run is rebuilt from its checkpoint: the generator's architecture from the reso
 module stores in every checkpoint (``run_config``; the run dir's .hydra/config.yaml for checkpoints
 without it), its weights from the state dict. Checkpoints are read with torch.load(weights_only=True),
 which never executes code from the file. Errors are one line and a non-zero exit status.
+
+A folder of generated images must hold individual images: the sample grids a run writes
+(samples/step_*.png, final.png; see src/callbacks/samples.py) are refused, and
+``python -m src.export RUN --n N --out DIR`` writes individual ones. Fewer generated images than the
+paper protocol's (5,000) get a warning (stderr and ``warnings`` in --json): FID and KID are biased by
+the sample count, so such numbers are not comparable to published ones.
 """
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,15 +25,10 @@ PROTOCOLS = ("paper", "full", "fast")
 DATASETS = ("cifar10", "stl10", "digits")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not argparse's usage block
-        print(f"error: {message} (see python -m src.evaluate --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def parse_args(argv=None):
-    p = _Parser(prog="python -m src.evaluate", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .cli import Parser
+
+    p = Parser(prog="python -m src.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("run", nargs="?", help="a run directory (uses checkpoints/last.ckpt) or a .ckpt file")
     p.add_argument("--fake", metavar="DIR", help="score this folder of generated images instead of a run")
     p.add_argument("--real", metavar="DIR|DATASET", help=f"with --fake: a folder of real images or one of {', '.join(DATASETS)}")
@@ -129,6 +129,23 @@ def load_run(path: Path):
     return ckpt, config, ckpt_path
 
 
+def load_generator(path: Path):
+    """Rebuild a run's generator from a run dir or checkpoint: (generator in eval mode on the CPU, run config,
+    checkpoint path, checkpoint dict, data module (not loaded: its name and sample shape only)).
+    The one rebuild that src.evaluate and src.export share."""
+    from .data import GANDataModule
+    from .errors import ConfigError, UserError
+
+    ckpt, config, ckpt_path = load_run(Path(path).expanduser())
+    data = {k: v for k, v in (config.get("data") or {}).items() if k != "steps"}
+    try:
+        datamodule = GANDataModule(**data)
+    except (ConfigError, TypeError) as exc:
+        raise UserError(f"{ckpt_path}: the run's data config cannot be read back ({exc})") from None
+    generator = build_generator(config, ckpt["state_dict"], datamodule.sample_shape, datamodule.is_image)
+    return generator, config, ckpt_path, ckpt, datamodule
+
+
 def build_generator(config: dict, state_dict: dict, sample_shape: tuple, is_image: bool):
     import torch
     from hydra.utils import instantiate
@@ -171,7 +188,7 @@ def score_run(args) -> tuple[dict, dict, dict]:
     from .errors import UserError
     from .metrics.images import ImageEvaluator, datamodule_set
 
-    ckpt, config, ckpt_path = load_run(Path(args.run).expanduser())
+    generator, config, ckpt_path, ckpt, _ = load_generator(Path(args.run))
     data = {k: v for k, v in config["data"].items() if k != "steps"}
     if args.data_root:
         data["root"] = args.data_root
@@ -182,7 +199,6 @@ def score_run(args) -> tuple[dict, dict, dict]:
     if not datamodule.is_image:
         from .metrics.toy import ToyEvaluator
 
-        generator = build_generator(config, ckpt["state_dict"], datamodule.sample_shape, False)
         toy = ToyEvaluator(n_samples=args.n_fake or 2500, variant=datamodule.variant, std=datamodule.std)
         with torch.random.fork_rng():
             torch.manual_seed(0)
@@ -191,7 +207,6 @@ def score_run(args) -> tuple[dict, dict, dict]:
     cfg = metrics_config(args, config.get("metrics"))
     evaluator = ImageEvaluator(cfg, dataset=datamodule.name, device=device, weights_hint=WEIGHTS_HINT)
     evaluator.check_ready()
-    generator = build_generator(config, ckpt["state_dict"], datamodule.sample_shape, True)
     if args.real_split and datamodule.name in ("digits", "image_folder"):
         raise UserError(f"--real-split does not apply to data={datamodule.name} (it has one set of images)")
     metrics = evaluator.score(sampler(generator, config["z_dim"], evaluator.device),
@@ -213,9 +228,12 @@ def score_folders(args) -> tuple[dict, dict, dict]:
     from .errors import UserError
     from .metrics.images import ImageEvaluator, datamodule_set, folder_set
 
+    real = args.real
+    refuse_grids(args.fake, "--fake")  # before loading any network: a grid is never worth scoring
+    if real not in DATASETS and Path(real).expanduser().is_dir():
+        refuse_grids(real, "--real")
     cfg = metrics_config(args)
     device = torch.device(args.device) if args.device else None
-    real = args.real
     if real in DATASETS:
         preset = OmegaConf.load(CONF / "data" / f"{real}.yaml")
         data = {k: preset.get(k) for k in ("name", "split", "resolution", "channels", "batch_size")}
@@ -236,6 +254,36 @@ def score_folders(args) -> tuple[dict, dict, dict]:
                           name=f"folder:{Path(args.fake).expanduser().resolve()}")
     metrics = evaluator.score(fake_set, real_set)
     return metrics, evaluator.protocol(), {"fake": str(Path(args.fake).resolve()), "real": real}
+
+
+def refuse_grids(folder: str, option: str) -> None:
+    """Refuse a folder that holds training sample grids (many images in one file: IS ~1, meaningless FID)."""
+    from .callbacks.samples import is_sample_grid
+    from .data.image_folder import list_images
+    from .errors import DataError, UserError
+
+    try:
+        files = list_images(folder)
+    except DataError:
+        return  # no images there: scoring reports that in its own words
+    grids = [f for f in files if is_sample_grid(f)]
+    if grids:
+        raise UserError(f"{option} {folder}: {grids[0]} " + (f"(and {len(grids) - 1} more) " if len(grids) > 1 else "")
+                        + "is a sample grid written during training, not one generated image; export individual "
+                        "images with python -m src.export RUN_DIR --n 5000 --out DIR and score DIR")
+
+
+def sample_count_warnings(metrics: dict, protocol: dict) -> list[str]:
+    """One line per reason the scores are not comparable to published ones (too few generated images)."""
+    if "fid" not in metrics:
+        return []
+    n_fake, expected = protocol.get("n_fake"), load_protocol("paper")["n_fake"]
+    if n_fake is None or n_fake >= expected:
+        return []
+    name = protocol.get("name")
+    own = f", protocol {name} {load_protocol(name)['n_fake']}" if name in PROTOCOLS and name != "paper" else ""
+    return [f"only {n_fake} generated images were scored (protocol paper expects {expected}{own}): FID and KID are "
+            f"biased upward with fewer images, so these numbers are not comparable to published ones"]
 
 
 def table(metrics: dict, protocol: dict) -> str:
@@ -270,12 +318,16 @@ def main(argv=None) -> int:
         print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
         return 1
     print(table(metrics, protocol))
+    warnings = sample_count_warnings(metrics, protocol)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if args.json:
         from .summary import _clean
 
         out = Path(args.json).expanduser()
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(_clean({**metrics, "eval_protocol": protocol, "source": source}), indent=2) + "\n")
+        out.write_text(json.dumps(_clean({**metrics, "eval_protocol": protocol, "source": source, "warnings": warnings}),
+                                  indent=2) + "\n")
         print(f"written: {out}")
     return 0
 

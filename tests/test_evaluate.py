@@ -158,3 +158,38 @@ def test_checkpoint_without_run_config_uses_the_run_dirs_hydra_config(digits_run
     out = tmp_path / "s.json"
     assert main([str(tmp_path), "--json", str(out)]) == 0
     assert json.loads(out.read_text())["fid"] == pytest.approx(summary["metrics"]["fid"], rel=1e-9)
+
+
+def test_a_runs_sample_grids_are_refused(digits_run, tmp_path, capsys):
+    run_dir, _ = digits_run
+    assert (run_dir / "samples" / "final.png").is_file()
+    assert main(["--fake", str(run_dir / "samples"), "--real", "digits"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "final.png is a sample grid" in err[0]
+    assert "python -m src.export RUN_DIR --n 5000 --out DIR" in err[0]
+    # a grid copied among individual images is recognised by the marker it carries
+    from src.data.digits import load_digits_images
+
+    digits, _ = load_digits_images(8)
+    folder = save_pngs(tmp_path / "mixed", [d[0].numpy() for d in digits[:20]])
+    (folder / "zz.png").write_bytes((run_dir / "samples" / "final.png").read_bytes())
+    assert main(["--fake", str(folder), "--real", "digits"]) == 2
+    assert "zz.png is a sample grid" in capsys.readouterr().err
+    # the whole run dir given as --fake holds the grids too
+    assert main(["--fake", str(run_dir), "--real", "digits"]) == 2
+    assert "is a sample grid" in capsys.readouterr().err
+
+
+def test_few_generated_images_warn(tmp_path, capsys):
+    from src.data.digits import load_digits_images
+
+    digits, _ = load_digits_images(8)
+    fake = save_pngs(tmp_path / "digits", [d[0].numpy() for d in digits[:150]])
+    out = tmp_path / "s.json"
+    assert main(["--fake", str(fake), "--real", "digits", "--json", str(out)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["warning: only 150 generated images were scored (protocol paper expects 5000): FID and KID are "
+                   "biased upward with fewer images, so these numbers are not comparable to published ones"]
+    assert json.loads(out.read_text())["warnings"] == [err[0].removeprefix("warning: ")]
+    assert main(["--fake", str(fake), "--real", "digits", "--protocol", "fast", "--json", str(out)]) == 0
+    assert "(protocol paper expects 5000, protocol fast 1000)" in capsys.readouterr().err

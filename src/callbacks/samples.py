@@ -1,4 +1,13 @@
-"""Fixed-noise samples during training: image grids, or scatter plots over the data for 2-D runs."""
+"""Fixed-noise samples during training: image grids, or scatter plots over the data for 2-D runs.
+
+Grids are for looking at, not for scoring: each grid PNG carries a text chunk ``GRID_KEY`` (the
+image size, count and upscaling), and ``is_sample_grid`` recognises it, or, for grids written before
+the marker existed, a run's ``samples/step_XXXXXXX.png`` / ``samples/final.png``. ``src.evaluate``
+refuses such files; ``python -m src.export`` writes individual images for scoring.
+"""
+import json
+import math
+import re
 from pathlib import Path
 
 import lightning as L
@@ -7,7 +16,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from torchvision.utils import make_grid, save_image  # noqa: E402
+from PIL import Image  # noqa: E402
+from PIL.PngImagePlugin import PngInfo  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+GRID_KEY = "lipschitz-gan-lab:sample-grid"  # PNG text chunk that marks a sample grid
+MIN_GRID_SIDE = 256  # small images (digits' 8x8 give an 82x82 grid) are upscaled, nearest-neighbour, to at least this
+_SNAPSHOT_NAME = re.compile(r"(step_\d+|final)\.png")
 
 
 def scatter_plot(samples: torch.Tensor, data: torch.Tensor, path: Path, title: str = "") -> None:
@@ -27,10 +42,43 @@ def scatter_plot(samples: torch.Tensor, data: torch.Tensor, path: Path, title: s
     plt.close(fig)
 
 
-def save_grid(images: torch.Tensor, path: Path) -> torch.Tensor:
-    grid = make_grid(images, nrow=8, normalize=True, value_range=(-1, 1))
-    save_image(grid, path)
+def grid_scale(side: int, min_side: int = MIN_GRID_SIDE) -> int:
+    """The integer nearest-neighbour factor that brings a grid of this side to at least min_side pixels."""
+    return max(1, math.ceil(min_side / max(1, side)))
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> torch.Tensor:
+    """Save [-1, 1] images as one grid PNG (marked with GRID_KEY); returns the grid (C, H, W) in [0, 1].
+
+    Rounds to uint8 as torchvision's save_image does. Small grids are upscaled by an integer factor,
+    nearest-neighbour, so every generated pixel stays a sharp block."""
+    grid = make_grid(images.detach().float().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1))
+    scale = grid_scale(max(grid.shape[1:]))
+    if scale > 1:
+        grid = torch.nn.functional.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
+    array = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+    info = PngInfo()
+    info.add_text(GRID_KEY, json.dumps({"images": int(images.shape[0]), "nrow": nrow,
+                                        "image_size": list(images.shape[1:]), "scale": scale}))
+    Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(path, pnginfo=info)
     return grid
+
+
+def is_sample_grid(path) -> bool:
+    """Whether an image file is a training sample grid: it carries GRID_KEY, or it is a run's
+    samples/step_*.png or samples/final.png (grids written before the marker)."""
+    path = Path(path)
+    parent = path.parent
+    if parent.name == "samples" and _SNAPSHOT_NAME.fullmatch(path.name) and any(
+            (parent.parent / marker).exists() for marker in ("summary.json", ".hydra", "checkpoints")):
+        return True
+    if path.suffix.lower() != ".png":
+        return False
+    try:
+        with Image.open(path) as im:  # text chunks before the image data are read with the header
+            return GRID_KEY in im.info
+    except Exception:
+        return False  # not readable as an image: the scorer reports it
 
 
 class SampleSnapshots(L.Callback):
