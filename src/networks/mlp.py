@@ -3,6 +3,7 @@ import math
 
 from torch import nn
 
+from .activations import check_activation, make_activation
 from .norm_slot import NormSlot
 
 
@@ -24,15 +25,21 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    def __init__(self, data_shape, hidden: int = 256, depth: int = 3, slope: float = 0.1):
+    """Flatten, ``depth`` x (Linear, [NormSlot], activation), Linear -> 1; ``d_activation`` from
+    src.networks.activations (LeakyReLU 0.1 by default)."""
+
+    def __init__(self, data_shape, hidden: int = 256, depth: int = 3, slope: float = 0.1,
+                 d_activation: str = "leaky_relu", group_size: int = 2):
         super().__init__()
-        layers, width = [nn.Flatten()], math.prod(data_shape)
+        layers, width, widths = [nn.Flatten()], math.prod(data_shape), {}
         for i in range(depth):
+            widths[f"net.{len(layers)} (Linear {width}->{hidden})"] = hidden
             layers += [nn.Linear(width, hidden)]
             if i > 0:  # no normalization on the input layer, as for the CNNs
                 layers.append(NormSlot(hidden, "1d"))
-            layers.append(nn.LeakyReLU(slope))
+            layers.append(make_activation(d_activation, slope, group_size))
             width = hidden
+        check_activation(d_activation, group_size, widths)
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
 
@@ -40,5 +47,6 @@ class MLPDiscriminator(nn.Module):
         return self.net(x).view(-1)
 
 
-def build(z_dim: int, data_shape, hidden: int = 256, depth: int = 3):
-    return MLPGenerator(z_dim, data_shape, hidden, depth), MLPDiscriminator(data_shape, hidden, depth)
+def build(z_dim: int, data_shape, hidden: int = 256, depth: int = 3, d_activation: str = "leaky_relu", group_size: int = 2):
+    return (MLPGenerator(z_dim, data_shape, hidden, depth),
+            MLPDiscriminator(data_shape, hidden, depth, d_activation=d_activation, group_size=group_size))

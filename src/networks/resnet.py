@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from .activations import check_activation, make_activation
 from .norm_slot import NormSlot
 
 
@@ -36,12 +37,14 @@ class DiscriminatorBlock(nn.Module):
 
     ``first`` is the "optimized" input block: no ReLU before the first conv, and the shortcut pools
     before its 1x1 conv. No normalization in D's blocks (the NormSlots stay identities unless the
-    ``batch_norm`` / ``layer_norm`` regularizers fill them).
+    ``batch_norm`` / ``layer_norm`` regularizers fill them). ``activation`` (an nn.Module, ReLU by
+    default; ``arch.d_activation``) takes the place of both ReLUs.
     """
 
-    def __init__(self, c_in: int, c_out: int, downsample: bool, first: bool = False):
+    def __init__(self, c_in: int, c_out: int, downsample: bool, first: bool = False, activation: nn.Module | None = None):
         super().__init__()
         self.first, self.downsample = first, downsample
+        self.act = activation if activation is not None else nn.ReLU()
         self.conv1 = _xavier(nn.Conv2d(c_in, c_out, 3, 1, 1), math.sqrt(2))
         self.norm1 = NormSlot(c_out, "2d")
         self.conv2 = _xavier(nn.Conv2d(c_out, c_out, 3, 1, 1), math.sqrt(2))
@@ -50,8 +53,8 @@ class DiscriminatorBlock(nn.Module):
         self.shortcut = _xavier(nn.Conv2d(c_in, c_out, 1), 1.0) if self.learn_shortcut else None
 
     def forward(self, x):
-        h = x if self.first else F.relu(x)
-        h = self.norm2(self.conv2(F.relu(self.norm1(self.conv1(h)))))
+        h = x if self.first else self.act(x)
+        h = self.norm2(self.conv2(self.act(self.norm1(self.conv1(h)))))
         if self.downsample:
             h = F.avg_pool2d(h, 2)
         s = x
@@ -77,22 +80,32 @@ class ResNetGenerator(nn.Module):
 
 
 class ResNetDiscriminator(nn.Module):
-    def __init__(self, channels: int, width: int = 128):
+    """Four blocks, activation, global sum pooling, dense -> 1; ``d_activation`` (ReLU by default, as
+    in the paper; src.networks.activations) is used at every nonlinearity of D."""
+
+    def __init__(self, channels: int, width: int = 128, d_activation: str = "relu", group_size: int = 2):
         super().__init__()
+        # every activation of D sees `width` features: after each block's conv1, and each block's output
+        check_activation(d_activation, group_size, {f"blocks.{i}.conv1 (conv {channels if i == 0 else width}->{width})": width
+                                                    for i in range(4)})
+        act = lambda: make_activation(d_activation, group_size=group_size)  # noqa: E731
         self.blocks = nn.Sequential(
-            DiscriminatorBlock(channels, width, downsample=True, first=True),
-            DiscriminatorBlock(width, width, downsample=True),
-            DiscriminatorBlock(width, width, downsample=False),
-            DiscriminatorBlock(width, width, downsample=False),
+            DiscriminatorBlock(channels, width, downsample=True, first=True, activation=act()),
+            DiscriminatorBlock(width, width, downsample=True, activation=act()),
+            DiscriminatorBlock(width, width, downsample=False, activation=act()),
+            DiscriminatorBlock(width, width, downsample=False, activation=act()),
         )
+        self.act = act()
         self.dense = _xavier(nn.Linear(width, 1), 1.0)
 
     def forward(self, x):
-        h = F.relu(self.blocks(x)).sum(dim=(2, 3))  # global sum pooling
+        h = self.act(self.blocks(x)).sum(dim=(2, 3))  # global sum pooling
         return self.dense(h).view(-1)
 
 
-def build(z_dim: int, resolution: int, channels: int, g_width: int = 256, d_width: int = 128):
+def build(z_dim: int, resolution: int, channels: int, g_width: int = 256, d_width: int = 128,
+          d_activation: str = "relu", group_size: int = 2):
     if resolution % 8 or resolution < 8:
         raise ConfigError(f"arch resnet cannot take resolution {resolution}: it must be a positive multiple of 8 (32 for CIFAR-10, 48 for STL-10)")
-    return ResNetGenerator(z_dim, resolution, channels, g_width), ResNetDiscriminator(channels, d_width)
+    check_activation(d_activation, group_size, {f"blocks.0.conv1 (conv {channels}->{d_width})": d_width})  # before G is built
+    return ResNetGenerator(z_dim, resolution, channels, g_width), ResNetDiscriminator(channels, d_width, d_activation, group_size)

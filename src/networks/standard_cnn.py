@@ -2,6 +2,7 @@
 from torch import nn
 
 from ..errors import ConfigError
+from .activations import check_activation, make_activation
 from .norm_slot import NormSlot
 
 
@@ -33,19 +34,24 @@ class StandardCNNGenerator(nn.Module):
 
 
 class StandardCNNDiscriminator(nn.Module):
-    """Seven convolutions (3x3 s1 / 4x4 s2 alternating, padding 1), LeakyReLU 0.1, dense -> 1."""
+    """Seven convolutions (3x3 s1 / 4x4 s2 alternating, padding 1), LeakyReLU 0.1, dense -> 1.
+
+    ``d_activation`` (src.networks.activations) replaces the LeakyReLUs; maxmin / groupsort act on
+    groups of channels at each pixel."""
 
     SPEC = [(64, 3, 1), (64, 4, 2), (128, 3, 1), (128, 4, 2), (256, 3, 1), (256, 4, 2), (512, 3, 1)]
 
-    def __init__(self, resolution: int, channels: int, slope: float = 0.1):
+    def __init__(self, resolution: int, channels: int, slope: float = 0.1, d_activation: str = "leaky_relu", group_size: int = 2):
         super().__init__()
-        layers, c_in = [], channels
+        layers, c_in, widths = [], channels, {}
         for i, (c_out, k, s) in enumerate(self.SPEC):
+            widths[f"features.{len(layers)} (conv {c_in}->{c_out})"] = c_out
             layers.append(nn.Conv2d(c_in, c_out, k, s, 1))
             if i > 0:  # no normalization on the input layer
                 layers.append(NormSlot(c_out, "2d"))
-            layers.append(nn.LeakyReLU(slope))
+            layers.append(make_activation(d_activation, slope, group_size))
             c_in = c_out
+        check_activation(d_activation, group_size, widths)
         self.features = nn.Sequential(*layers)
         self.dense = nn.Linear(512 * (resolution // 8) ** 2, 1)
         _init_normal(self)
@@ -54,7 +60,9 @@ class StandardCNNDiscriminator(nn.Module):
         return self.dense(self.features(x).flatten(1)).view(-1)
 
 
-def build(z_dim: int, resolution: int, channels: int):
+def build(z_dim: int, resolution: int, channels: int, d_activation: str = "leaky_relu", group_size: int = 2):
     if resolution % 8 or resolution < 8:
         raise ConfigError(f"arch standard_cnn cannot take resolution {resolution}: it must be a positive multiple of 8 (32 for CIFAR-10, 48 for STL-10)")
-    return StandardCNNGenerator(z_dim, resolution, channels), StandardCNNDiscriminator(resolution, channels)
+    check_activation(d_activation, group_size)  # before G is built: a bad name costs nothing
+    return (StandardCNNGenerator(z_dim, resolution, channels),
+            StandardCNNDiscriminator(resolution, channels, d_activation=d_activation, group_size=group_size))
