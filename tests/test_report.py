@@ -196,3 +196,74 @@ def test_no_scores_at_all_still_reports(tmp_path):
     out = build_report([tmp_path / "s"])["out"]
     md = (out / "report.md").read_text()
     assert "no run has a score" in md and "1 failed" in md
+
+
+def test_figure_titles_and_legends_fit_with_two_settings(tmp_path):
+    """A two-setting sweep with long method labels: nothing is cut at the image's edges (a clipped title or
+    legend leaves dark text pixels in the outermost columns)."""
+    import numpy as np
+    from PIL import Image
+
+    from src.report.figures import write_figures
+
+    runs = []
+    for lam in ("1", "10"):
+        for optim in ("A", "B"):
+            r = Run(path=f"{lam}/{optim}", status="completed", regularizer="wgan_gp", loss="wasserstein", optim=optim,
+                    lr=1e-4, beta1=0.5, beta2=0.9, n_dis=5, arch="standard_cnn", data="cifar10", seed=0,
+                    steps_planned=100, sec_per_step=0.2, extra={"regularizer.lam": lam})
+            r.metrics = {"fid": 30.0 + float(lam), "is_mean": 6.0}
+            runs.append(r)
+    paths = write_figures(tmp_path, build_groups(runs))["cifar10"]
+    assert len(paths) == 3
+    for path in paths:
+        a = np.asarray(Image.open(path).convert("L"))
+        frame = np.concatenate([a[:, :4].ravel(), a[:, -4:].ravel(), a[:4].ravel(), a[-4:].ravel()])
+        assert (frame < 200).sum() == 0, path.name
+
+
+def test_auto_metric_passes_over_a_column_that_is_the_same_everywhere(tmp_path):
+    runs = [toy_run("sn", "D", 0, 0, 0.30), toy_run("sn", "D", 1, 0, 0.20),
+            toy_run("wgan_gp", "D", 0, 0, 0.50, loss="wasserstein")]
+    (g,) = build_groups(runs)
+    # no run covers a mode yet: modes_covered ranks nothing, the sliced Wasserstein distance does
+    assert g.metric == "sliced_wasserstein" and g.direction == "min"
+    assert g.shown[:2] == ["sliced_wasserstein", "modes_covered"]
+    assert any("every completed run has modes_covered = 0" in n for n in g.notes)
+    # high_quality_fraction is 0.5 in every toy_run: it is passed over too when it is the only other choice
+    same = [toy_run("sn", "D", 0, 3, 0.2), toy_run("none", "D", 0, 3, 0.2)]
+    (g2,) = build_groups(same)
+    assert g2.metric == "modes_covered" and any("no metric separates the runs" in n for n in g2.notes)
+    # the note reaches report.md
+    for i, r in enumerate(runs):
+        write_job(tmp_path / "s" / str(i), [f"regularizer={r.regularizer}", f"seed={r.seed}"],
+                  {"status": "completed", "regularizer": r.regularizer, "loss": r.loss, "optim": "D", "data": "toy2d",
+                   "arch": "mlp", "seed": r.seed, "metrics": r.metrics, "n_dis": 1})
+    md = (build_report([tmp_path / "s"])["markdown"]).read_text()
+    assert "Primary metric: **sliced_wasserstein**" in md and "modes_covered = 0" in md
+
+
+def test_methods_are_grouped_by_the_summarys_method(tmp_path):
+    """sn alone and sn + the R1 penalty are two methods; summaries without "method" fall back to the regularizer."""
+    s = tmp_path / "sweep"
+    jobs = [("sn", None, "A", 0, 30.0), ("sn", None, "A", 1, 32.0), ("sn", "r1", "A", 0, 20.0), ("sn", "r1", "A", 1, 22.0),
+            ("sn", "r1", "D", 0, 25.0), ("none", None, "A", 0, 50.0)]
+    for i, (reg, pen, optim, seed, fid) in enumerate(jobs):
+        summ = summary(reg, optim, seed, fid=fid, is_mean=6.0, sec=0.1)
+        if reg != "none":  # the none run is a summary written before "method" and "penalty" existed
+            summ.update(penalty=pen, method=f"{reg}+{pen}" if pen else reg)
+        overrides = [f"regularizer={reg}", f"optim={optim}", f"seed={seed}"] + ([f"penalty={pen}"] if pen else [])
+        write_job(s / str(i), overrides, summ)
+    # a job of sn + r1 killed before writing its summary: placed by its saved config
+    write_job(s / "9", ["regularizer=sn", "penalty=r1", "optim=D", "seed=1"], None,
+              {"regularizer": {"name": "sn"}, "penalty": {"name": "r1"}, "optim": {"name": "D", "n_dis": 5},
+               "loss": {"name": "ns"}, "data": {"name": "digits"}, "arch": {"name": "standard_cnn"}, "seed": 1})
+    out = build_report([s], tmp_path / "rep")["out"]
+    best = {r["method"]: r for r in read_csv(out / "best.csv")}
+    assert list(best) == ["none", "sn", "sn+r1"]
+    assert (best["sn"]["penalty"], best["sn+r1"]["penalty"], best["sn+r1"]["regularizer"]) == ("", "r1", "sn")
+    assert float(best["sn"]["fid_mean"]) == pytest.approx(31.0) and best["sn"]["fid_n"] == "2"
+    assert best["sn+r1"]["best_setting"] == "A" and float(best["sn+r1"]["fid_mean"]) == pytest.approx(21.0)
+    assert best["sn+r1"]["runs_missing"] == "1" and best["sn"]["runs_missing"] == "0"
+    md = (out / "report.md").read_text()
+    assert "| sn+r1 | ns | A |" in md

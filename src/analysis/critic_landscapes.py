@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
+from ..cli import HelpFormatter  # noqa: E402
 from ._runs import available_regularizers, limit_threads, save_figure, train  # noqa: E402
 
 
@@ -120,11 +121,11 @@ def plot(panels: list, path: Path, kind: str) -> None:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, required=True)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="folder for the figures and the CSV")
     ap.add_argument("--steps", type=int, default=500, help="generator updates per run")
     ap.add_argument("--regularizers", default=None, help="comma-separated; default: every option in conf/regularizer/")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (more oversubscribe a shared CPU)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run")
     args = ap.parse_args(argv)
     limit_threads(args.threads)

@@ -27,6 +27,7 @@ from torch import nn  # noqa: E402
 
 from ..spectral.exact import conv_norm_bound_fft, conv_norm_fft  # noqa: E402
 from ..spectral.power_iteration import LayerOperator, operator_norm, power_iteration_trace, reshaped_power_iteration_trace  # noqa: E402
+from ..cli import HelpFormatter  # noqa: E402
 from ._runs import limit_threads, save_figure  # noqa: E402
 
 CONFIGS = [  # name, c_in, c_out, kernel, stride, padding, padding_mode
@@ -124,13 +125,13 @@ def plot(curves: dict, sizes, path: Path, iters: int) -> None:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 32])
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--iters", type=int, default=300)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="folder for the figure and the CSVs")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 32], help="input image sizes of the convolutions")
+    ap.add_argument("--seeds", type=int, default=3, help="random convolutions per size")
+    ap.add_argument("--iters", type=int, default=300, help="power iterations traced per estimate")
     ap.add_argument("--channels", type=int, default=None, help="c_in (c_out scales with it); default: the CNN's 64")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (more oversubscribe a shared CPU)")
     args = ap.parse_args(argv)
     limit_threads(args.threads)
     run(args.out, args.sizes, args.seeds, args.iters, args.channels)

@@ -36,6 +36,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from ..cli import HelpFormatter  # noqa: E402
 from ._runs import available_regularizers, limit_threads, save_figure, train  # noqa: E402
 
 COLORS = {"sn": "tab:blue", "sn_conv": "tab:orange", "weight_clip": "tab:red", "weight_norm": "tab:green",
@@ -331,13 +332,14 @@ def plot_samples(results: dict, path: Path) -> None:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--regularizers", default="sn,sn_conv,weight_clip,weight_norm,wgan_gp")
-    ap.add_argument("--steps", type=int, default=500)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="folder for the runs, the figures and summary.csv")
+    ap.add_argument("--regularizers", default="sn,sn_conv,weight_clip,weight_norm,wgan_gp",
+                    help="comma-separated options of conf/regularizer/, one run each")
+    ap.add_argument("--steps", type=int, default=500, help="generator updates per run")
     ap.add_argument("--every", type=int, default=25, help="generator updates between spectral measurements")
-    ap.add_argument("--spectrum-every", type=int, default=250)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--spectrum-every", type=int, default=250, help="generator updates between full singular-value spectra")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (more oversubscribe a shared CPU)")
     ap.add_argument("--reuse", action="store_true", help="keep runs already finished under DIR/runs (re-plot, add regularizers)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run (the data, e.g. data=digits)")
     args = ap.parse_args(argv)

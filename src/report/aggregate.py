@@ -1,7 +1,8 @@
 """From runs to the comparison: methods x settings cells, the best setting per method, status counts.
 
-A *method* is a regularizer, qualified by what else varies with it in the collection (its loss when it
-was run with several, the architecture when several were, other swept overrides such as
+A *method* is the summary's ``method`` (a weight-side regularizer and the penalty added to it, e.g.
+"sn+r1"; summaries written before that key give their ``regularizer``), qualified by what else varies
+with it in the collection (its loss when it was run with several, the architecture when several were, other swept overrides such as
 ``regularizer.lam``). A *setting* is an optimizer setting (A-F, resnet, ...), qualified by the
 fields that vary under one name (the n_dis grid gives "D (n_dis=1)", "D (n_dis=2)", ...).
 Scores are mean +- sample std (ddof=1) over the completed runs of a cell (the seeds).
@@ -54,7 +55,7 @@ class Group:
     protocols: list[tuple[dict, int]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     errors: list[tuple[str, str, str]] = field(default_factory=list)   # (method, setting, one line) of failed runs
-    method_of: dict = field(default_factory=dict)  # method -> {"regularizer", "loss", "arch"}
+    method_of: dict = field(default_factory=dict)  # method -> {"regularizer", "penalty", "loss", "arch"}
 
 
 def parse_metric(spec: str) -> tuple[str, str | None]:
@@ -73,16 +74,21 @@ def _fmt_num(v) -> str:
     return "?" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def base_method(r: Run) -> str:
+    """What is compared: the summary's method (regularizer + penalty), else its regularizer."""
+    return str(r.base_method or r.regularizer)
+
+
 def _label_methods(runs: list[Run]) -> None:
     losses, archs = defaultdict(set), {r.arch for r in runs}
     for r in runs:
-        losses[r.regularizer].add(r.loss)
+        losses[base_method(r)].add(r.loss)
     keys = sorted({k for r in runs for k in r.extra})
     varying = [k for k in keys if len({r.extra.get(k) for r in runs}) > 1]
     steps_vary = len({r.steps_planned for r in runs} - {None}) > 1  # None: a job that left no record of it
     for r in runs:
-        label = str(r.regularizer)
-        if len(losses[r.regularizer]) > 1:
+        label = base_method(r)
+        if len(losses[label]) > 1:
             label += f" + {r.loss}"
         if len(archs) > 1:
             label += f" [{r.arch}]"
@@ -116,7 +122,7 @@ def _order_methods(runs: list[Run]) -> list[str]:
     first = {}
     for r in runs:
         reg = REGULARIZER_ORDER.index(r.regularizer) if r.regularizer in REGULARIZER_ORDER else len(REGULARIZER_ORDER)
-        key = (reg, str(r.regularizer), str(r.arch), str(r.loss), r.method)
+        key = (reg, str(r.regularizer), base_method(r), str(r.arch), str(r.loss), r.method)
         first[r.method] = min(first.get(r.method, key), key)
     return sorted(first, key=first.get)
 
@@ -129,6 +135,29 @@ def _order_settings(runs: list[Run]) -> list[str]:
     return sorted(first, key=first.get)
 
 
+def _auto_metric(runs: list[Run], present: set) -> tuple[str | None, list[str]]:
+    """The first of AUTO_ORDER that separates the runs (not one value in every completed run: a column of
+    zeros, or of 8 modes out of 8, ranks nothing), with notes saying what was passed over and why."""
+    candidates = [m for m in AUTO_ORDER if m in present]
+    if not candidates:
+        return None, ["no run has a score (FID, IS or the toy measures): the table shows status counts only"]
+    done = [r for r in runs if r.status == "completed"]
+    constant = {}
+    for m in candidates:
+        values = [r.metrics[m] for r in done if m in r.metrics]
+        if len(values) > 1 and len(set(values)) == 1:
+            constant[m] = values[0]
+    chosen = next((m for m in candidates if m not in constant), None)
+    skipped = candidates[:candidates.index(chosen)] if chosen else candidates
+    if not skipped:
+        return chosen, []
+    same = ", ".join(f"{m} = {_fmt_num(constant[m])}" for m in skipped)
+    if chosen:
+        return chosen, [f"primary metric {chosen}: every completed run has {same}, which cannot rank the methods "
+                        f"(choose another with --metric)"]
+    return candidates[0], [f"no metric separates the runs: every completed run has {same}"]
+
+
 def build_group(data: str, runs: list[Run], metric_spec: str = "auto") -> Group:
     _label_methods(runs)
     _label_settings(runs)
@@ -136,10 +165,8 @@ def build_group(data: str, runs: list[Run], metric_spec: str = "auto") -> Group:
     name, direction = parse_metric(metric_spec)
     notes = []
     if name == "auto":
-        name = next((m for m in AUTO_ORDER if m in present), None)
+        name, notes = _auto_metric(runs, present)
         direction = DIRECTIONS.get(name)
-        if name is None:
-            notes.append("no run has a score (FID, IS or the toy measures): the table shows status counts only")
     elif name not in present:
         notes.append(f"metric {name!r} is in no completed run of data={data}")
     shown = ([name] if name else []) + [m for m in AUTO_ORDER if m in present and m != name]
@@ -149,7 +176,8 @@ def build_group(data: str, runs: list[Run], metric_spec: str = "auto") -> Group:
     by_cell = defaultdict(list)
     for r in runs:
         by_cell[(r.method, r.setting)].append(r)
-        g.method_of.setdefault(r.method, {"regularizer": r.regularizer, "loss": r.loss, "arch": r.arch})
+        g.method_of.setdefault(r.method, {"regularizer": r.regularizer, "penalty": r.penalty, "loss": r.loss,
+                                          "arch": r.arch})
     for key, cell in by_cell.items():
         done = [r for r in cell if r.status == "completed"]
         g.cells[key] = {m: Stat.of(r.metrics.get(m) for r in done) for m in shown}

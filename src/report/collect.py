@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from .sweep import read_multirun
 
 # Overrides the summary already records, or that do not change what is being compared.
-_COVERED = {"regularizer", "loss", "optim", "optim.name", "optim.lr", "optim.beta1", "optim.beta2", "optim.n_dis",
+_COVERED = {"regularizer", "penalty", "loss", "optim", "optim.name", "optim.lr", "optim.beta1", "optim.beta2", "optim.n_dis",
             "seed", "data", "arch", "steps"}
 _IGNORED_PREFIXES = ("logger", "trainer", "hydra", "metrics", "experiment", "ckpt_path", "samples", "checkpoint",
                      "log_every", "callbacks", "data.root", "data.download")
@@ -26,6 +26,8 @@ class Run:
     path: str                      # run dir, relative to the input dir it was found under
     status: str                    # completed | diverged | failed | missing | unreadable
     regularizer: str | None = None
+    penalty: str | None = None     # a penalty added to a weight-side regularizer (summary "penalty"), e.g. r1
+    base_method: str | None = None  # summary "method" (e.g. "sn+r1"); None in summaries written before it
     loss: str | None = None
     optim: str | None = None
     lr: float | None = None
@@ -86,7 +88,8 @@ def _from_summary(s: dict, path: str, run_dir: Path) -> Run:
     metrics = {k: _number(v) for k, v in (s.get("metrics") or {}).items()}
     return Run(
         path=path, status=str(s.get("status") or "unreadable"),
-        regularizer=s.get("regularizer"), loss=s.get("loss"), optim=s.get("optim"),
+        regularizer=s.get("regularizer"), penalty=s.get("penalty"), base_method=s.get("method"),
+        loss=s.get("loss"), optim=s.get("optim"),
         lr=_number(s.get("lr")), beta1=_number(s.get("beta1")), beta2=_number(s.get("beta2")), n_dis=_number(s.get("n_dis")),
         arch=s.get("arch"), data=s.get("data"), seed=s.get("seed"), steps=s.get("steps"),
         steps_planned=s.get("steps_planned"),
@@ -110,6 +113,13 @@ def _from_job_config(run_dir: Path, path: str) -> Run:
             setattr(run, attr, OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False))
         except Exception:
             pass
+    try:
+        penalty = OmegaConf.select(cfg, "penalty.name", default=None, throw_on_resolution_failure=False)
+    except Exception:
+        penalty = None
+    if penalty not in (None, "none") and run.regularizer is not None:
+        # the label the job's summary would have carried (summary "method": "<regularizer>+<penalty>")
+        run.penalty, run.base_method = str(penalty), f"{run.regularizer}+{penalty}"
     return run
 
 

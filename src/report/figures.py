@@ -1,5 +1,6 @@
 """Figures of the comparison (matplotlib, PNG): scores per setting (SN paper Figs. 1-2) and time per
 generator update (Fig. 10)."""
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +14,21 @@ from .aggregate import DIRECTIONS, Group  # noqa: E402
 
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text))
+
+
+def _title(ax, *parts: str, fontsize: float = 9) -> None:
+    """A title wrapped to the axes' width: with a wide legend beside it the axes of a two-setting sweep are
+    narrower than one line of title, which the figure would otherwise clip."""
+    fig = ax.figure
+    width_in = ax.get_position().width * fig.get_figwidth()
+    chars = max(24, int(width_in * 72 / (0.6 * fontsize)))  # ~0.6 em per character in the default sans font
+    ax.set_title("\n".join(textwrap.fill(p, chars) for p in parts), fontsize=fontsize)
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # "tight": the legend outside the axes is never cut off
+    plt.close(fig)
 
 
 def _colors(n: int):
@@ -58,12 +74,11 @@ def score_bars(g: Group, metric: str, path: Path) -> Path:
     better = {"min": "lower is better", "max": "higher is better"}.get(direction, "")
     ax.set_ylabel(f"{metric}" + (f" ({better})" if better else ""))
     ax.set_xlabel("optimizer setting")
-    ax.set_title(f"data={g.data}: {metric} per setting (mean ± std over seeds; x = no score: diverged/failed)", fontsize=9)
     ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.tight_layout()  # places the axes beside the legend; the title is wrapped to their width
+    _title(ax, f"data={g.data}: {metric} per setting", "(mean ± std over seeds; x = no score: diverged/failed)")
+    _save(fig, path)
     return path
 
 
@@ -84,12 +99,11 @@ def timing_bars(g: Group, path: Path) -> Path | None:
     ax.set_xticks(np.arange(len(methods)))
     ax.set_xticklabels(methods, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("seconds per generator update")
-    ax.set_title(f"data={g.data}: wall time per generator update (mean ± std over runs)", fontsize=9)
     ax.legend(fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _title(ax, f"data={g.data}: wall time per generator update", "(mean ± std over runs)")
+    _save(fig, path)
     return path
 
 

@@ -6,7 +6,7 @@ from .aggregate import STATUSES, Group, Stat
 from .collect import Collection
 
 BETTER = {"min": "lower is better", "max": "higher is better"}
-RUN_FIELDS = ["path", "status", "data", "method", "setting", "regularizer", "loss", "optim", "lr", "beta1", "beta2",
+RUN_FIELDS = ["path", "status", "data", "method", "setting", "regularizer", "penalty", "loss", "optim", "lr", "beta1", "beta2",
               "n_dis", "arch", "seed", "steps", "steps_planned", "sec_per_step", "total_sec"]
 
 
@@ -150,7 +150,8 @@ def write_csvs(out: Path, groups: list[Group], coll: Collection) -> list[Path]:
     best, cells, status, timing = [], [], [], []
     for g in groups:
         for b in g.best:
-            row = {"data": g.data, "method": b["method"], "regularizer": b["regularizer"], "loss": b["loss"],
+            row = {"data": g.data, "method": b["method"], "regularizer": b["regularizer"], "penalty": b["penalty"],
+                   "loss": b["loss"],
                    "arch": b["arch"], "best_setting": b["best_setting"], "metric": g.metric, "direction": g.direction}
             for m in g.shown:
                 row.update(_stat_fields(m, b["scores"].get(m)))
