@@ -1,0 +1,78 @@
+"""Björck-Bowie orthonormalization of every weight matrix of D (Anil, Lucas & Grosse 2019).
+
+Each Linear / Conv2d weight is reparametrized (torch.nn.utils.parametrize) as the orthonormalized
+W_mat = W.flatten(1) (d_out x d_in k k for a conv): first scaled by a bound on its largest singular
+value, min(|W|_F, sqrt(|W|_1 |W|_inf)) >= sigma_max, so every singular value lies in (0, 1], then
+``iterations`` steps of the first-order Björck iteration
+
+    W <- W (3/2 I - 1/2 W^T W)
+
+which maps each singular value s to s (3 - s^2) / 2: fixed point 1, quadratic convergence near it,
+x1.5 per step for small s. The product is formed with the smaller Gram matrix (W W^T W computed as
+(W W^T) W when d_out < d_in), so a wide matrix gets orthonormal rows and a tall one orthonormal
+columns: every singular value of W_mat converges to 1. The iterations are differentiated through
+by autograd, as in the paper; they run in float32 even under mixed precision.
+
+wrap also initialises each raw weight orthogonally (nn.init.orthogonal_ on W_mat), as Anil et al.
+do: the iteration then starts converged. From a random square matrix the smallest singular value
+after scaling can be ~1e-4, which needs ~25 steps to reach 1 (x1.5 per step).
+
+What it bounds: a Linear layer's norm is exactly 1 (all singular values 1). For a convolution it
+orthonormalizes the reshaped matrix, not the operator: the conv as applied can have a norm above 1
+(up to k / stride-ish times |W_mat| = 1; tests/test_bjorck.py and docs/findings.md measure it) and
+is not gradient-norm preserving; a certified conv bound needs sn_conv / sn_gram / aol.
+"""
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .base import Regularizer, weight_layers
+
+
+def scale_bound(w: torch.Tensor) -> torch.Tensor:
+    """An upper bound on sigma_max(w): min(Frobenius, sqrt(|w|_1 |w|_inf)) (Hölder: sigma^2 <= |w|_1 |w|_inf)."""
+    a = w.abs()
+    holder = (a.sum(0).max() * a.sum(1).max()).sqrt()
+    return torch.minimum(torch.linalg.matrix_norm(w), holder)
+
+
+def bjorck_orthonormalize(w: torch.Tensor, iterations: int = 20, eps: float = 1e-12) -> torch.Tensor:
+    """The closest orthonormal matrix to the 2-D ``w`` (its polar factor), by first-order Björck
+    iteration after scaling; differentiable."""
+    w = w / scale_bound(w).clamp_min(eps)
+    wide = w.shape[0] < w.shape[1]
+    for _ in range(iterations):
+        wwtw = (w @ w.t()) @ w if wide else w @ (w.t() @ w)  # the smaller Gram matrix
+        w = 1.5 * w - 0.5 * wwtw
+    return w
+
+
+class BjorckOrthonormal(nn.Module):
+    """Parametrization W -> bjorck_orthonormalize(W.flatten(1)) reshaped back to the kernel's shape."""
+
+    def __init__(self, iterations: int = 20):
+        super().__init__()
+        self.iterations = iterations
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(weight.device.type, enabled=False):  # float32 at least (float64 stays float64)
+            w = bjorck_orthonormalize(weight.to(torch.promote_types(weight.dtype, torch.float32)).flatten(1), self.iterations)
+        return w.to(weight.dtype).reshape(weight.shape)
+
+    def extra_repr(self) -> str:
+        return f"iterations={self.iterations}"
+
+
+class Bjorck(Regularizer):
+    name = "bjorck"
+    default_loss = "ns"
+
+    def __init__(self, iterations: int = 20):
+        self.require_positive("iterations", iterations, integer=True)
+        self.iterations = int(iterations)
+
+    def wrap(self, discriminator: nn.Module, example_input: torch.Tensor) -> None:
+        for layer in weight_layers(discriminator):
+            with torch.no_grad():
+                nn.init.orthogonal_(layer.weight)  # start at the fixed point (Anil et al.)
+            parametrize.register_parametrization(layer, "weight", BjorckOrthonormal(self.iterations))
