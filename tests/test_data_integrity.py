@@ -259,9 +259,10 @@ def test_cache_without_checksum_is_not_trusted(tmp_path, monkeypatch):
 # ---- item 8 / 9: values that used to pass and then misbehave --------------------------------------------
 
 @pytest.mark.parametrize("name,channels,valid", [
-    ("image_folder", 4, "1 or 3"), ("image_folder", 0, "1 or 3"), ("image_folder", 2, "1 or 3"),
-    ("image_folder", -3, "1 or 3"), ("image_folder", 3.0, "1 or 3"), ("image_folder", "rgb", "1 or 3"),
-    ("cifar10", 1, "3"), ("stl10", 4, "3"), ("digits", 3, "1"),
+    ("image_folder", 4, "valid: 1 (grayscale) or 3 (RGB)"), ("image_folder", 0, "valid: 1 (grayscale) or 3 (RGB)"),
+    ("image_folder", 2, "valid: 1 (grayscale) or 3 (RGB)"), ("image_folder", -3, "valid: 1 (grayscale) or 3 (RGB)"),
+    ("image_folder", 2.5, "valid: 1 (grayscale) or 3 (RGB)"), ("image_folder", "rgb", "valid: 1 (grayscale) or 3 (RGB)"),
+    ("cifar10", 1, "valid: 3"), ("stl10", 4, "valid: 3"), ("digits", 3, "valid: 1"),
 ])
 def test_bad_channels_are_refused(tmp_path, name, channels, valid):
     with pytest.raises(ConfigError) as info:
@@ -279,6 +280,7 @@ def test_bad_max_images_is_refused(tmp_path, value):
 def test_max_images_keeps_that_many(tmp_path):
     root = make_image_folder(tmp_path / "imgs", n=6, size=16)
     assert folder_dm(root, max_images=4).load().data.shape[0] == 4
+    assert folder_dm(root, max_images=4.0, channels=3.0).load().data.shape == (4, 3, 16, 16)  # integer-valued floats
     assert folder_dm(root, max_images=None).load().data.shape[0] == 6
     assert len(folder_dm(root, max_images=4, in_memory=False).load().data) == 4
 

@@ -13,8 +13,22 @@ batches of data.batch_size); they are copied to the device with non_blocking. Th
 sampled sequence (images consumed by training steps, not merely prefetched) is this datamodule's
 checkpoint state: Lightning restores it before it calls train_dataloader(), so a resumed run continues
 the sequence exactly where the checkpointed step left it.
+
+The data values are checked when the datamodule is built (one-line ConfigErrors): ``channels`` is 1 or 3
+for image folders and the dataset's own count otherwise, ``resolution`` and ``max_images`` positive
+integers (``max_images`` may be null). A batch larger than the dataset is allowed: in memory, batches are
+drawn with replacement; streamed, a batch runs on into the next pass; either way an image may appear
+more than once in one batch.
+
+Decoded folders and resized STL-10 are cached on disk (``_cached``). The cache key covers every source
+file's path, size and mtime_ns (so an image replaced by an older copy, or any edit, re-decodes), not its
+content: hashing the content would read every byte of the dataset at each start, which is what the cache
+is there to avoid; one stat per file is cheap. Each entry stores the sha256 of its tensor bytes and is
+verified on load: an entry that is unreadable or does not match is re-decoded, with a warning, and never
+used as training data.
 """
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -24,8 +38,12 @@ from torch.utils.data import DataLoader
 
 from ..errors import ConfigError, DataError
 
+log = logging.getLogger(__name__)
+
 NAMES = ("toy2d", "digits", "cifar10", "stl10", "image_folder")
 STREAMABLE = ("image_folder",)  # datasets with a streaming path (data.in_memory=false)
+CHANNELS = {"digits": (1,), "cifar10": (3,), "stl10": (3,), "image_folder": (1, 3)}  # valid data.channels
+CACHE_FORMAT = 2  # entries {"images": uint8 tensor, "sha256": hex of its bytes, "format": 2}
 
 
 def default_cache_dir() -> Path:
@@ -41,6 +59,8 @@ class GANDataModule(L.LightningDataModule):
         if name not in NAMES:
             raise ConfigError(f"data.name={name!r} is unknown; valid: {', '.join(NAMES)}")
         check_stream_options(name, in_memory, num_workers, prefetch_factor)
+        if name != "toy2d":
+            resolution, channels, max_images = check_image_options(name, resolution, channels, max_images)
         self.in_memory, self.num_workers, self.prefetch_factor = in_memory, int(num_workers), int(prefetch_factor)
         self.stream_position = 0  # streaming: real images consumed by training steps so far (checkpointed)
         self.name, self.batch_size, self.root, self.resolution, self.channels = name, batch_size, root, resolution, channels
@@ -86,19 +106,24 @@ class GANDataModule(L.LightningDataModule):
 
             self.data = resize_uint8(load_cifar10(self._root(), self.split, self.download), self.resolution)
         elif self.name == "stl10":
-            from .stl10 import load_stl10
+            from .stl10 import FOLDER, SPLITS, load_stl10
 
-            self.data = self._cached("stl10", lambda: load_stl10(self._root(), self.split, self.resolution, self.download))
+            sources = [Path(self._root()).expanduser() / FOLDER / f for f in SPLITS.get(self.split, [])]
+            self.data = self._cached("stl10", lambda: load_stl10(self._root(), self.split, self.resolution, self.download),
+                                     sources=sources)
         elif self.name == "image_folder" and self.streaming:
+            from .images import check_fits_in_memory
             from .stream import FolderImages
 
             self.data = FolderImages.from_root(self._root(), self.resolution, self.channels, self.max_images)
+            check_fits_in_memory(self.batch_size, self.channels, self.resolution, f"a batch of {self.batch_size} images")
         elif self.name == "image_folder":
-            from .image_folder import list_images, load_image_folder
+            from .image_folder import decode_files, list_images
 
             files = list_images(self._root())
-            self.data = self._cached("folder", lambda: load_image_folder(self._root(), self.resolution, self.channels, self.max_images),
-                                     extra=f"{len(files)}:{max(f.stat().st_mtime for f in files)}")
+            files = files[: self.max_images] if self.max_images else files
+            self.data = self._cached("folder", lambda: decode_files(files, self.resolution, self.channels, desc=f"decoding {self.root}"),
+                                     sources=files)
         if self.max_images and self.data.shape[0] > self.max_images:
             self.data = self.data[: self.max_images]
         if self.data.shape[0] == 0:
@@ -110,25 +135,24 @@ class GANDataModule(L.LightningDataModule):
             raise ConfigError(f"data.root is not set; data={self.name} needs the folder that holds (or will receive) the dataset")
         return str(self.root)
 
-    def _cached(self, tag: str, build, extra: str = "") -> torch.Tensor:
-        """Decoded/resized tensors are cached on disk so sweeps decode each dataset once."""
+    def _cached(self, tag: str, build, sources=()) -> torch.Tensor:
+        """Decoded/resized tensors are cached on disk so sweeps decode each dataset once (see the module doc)."""
         if not self.cache:
             return build()
-        key = hashlib.sha1(f"{tag}:{Path(self._root()).resolve()}:{self.split}:{self.resolution}:{self.channels}:{self.max_images}:{extra}".encode()).hexdigest()[:16]
-        path = default_cache_dir() / "data" / f"{tag}-{key}.pt"
+        key = hashlib.sha256()
+        # os.fsencode: paths given as non-UTF-8 bytes arrive as surrogate escapes, which str.encode() rejects
+        key.update(os.fsencode(f"{tag}:{CACHE_FORMAT}:{Path(self._root()).expanduser().resolve()}:{self.split}:"
+                               f"{self.resolution}:{self.channels}:{self.max_images}\n"))
+        for source in sources:
+            key.update(source_stamp(source))
+        path = default_cache_dir() / "data" / f"{tag}-{key.hexdigest()[:24]}.pt"
         if path.is_file():
-            try:
-                return torch.load(path, weights_only=True)
-            except Exception:
-                pass  # a corrupt cache entry is rebuilt below
+            tensor, problem = read_cache_entry(path)
+            if tensor is not None:
+                return tensor
+            log.warning("cache entry %s %s; re-decoding it", path, problem)
         tensor = build()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(tensor, tmp)
-            os.replace(tmp, path)
-        except OSError:
-            pass  # caching is an optimisation; an unwritable cache dir must not stop training
+        write_cache_entry(path, tensor)
         return tensor
 
     # ---- Lightning hooks -------------------------------------------------------------------------------
@@ -164,6 +188,8 @@ class GANDataModule(L.LightningDataModule):
                           persistent_workers=workers > 0, prefetch_factor=self.prefetch_factor if workers > 0 else None)
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        if isinstance(batch, dict) and "error" in batch:  # a streaming worker could not decode an image
+            raise DataError(batch["error"])
         if isinstance(batch, dict) and "end" in batch:  # a streamed step batch, about to be used by training_step
             self.stream_position = int(batch["end"])
             return {"real": batch["real"].to(device, non_blocking=True), "end": batch["end"]}
@@ -202,6 +228,69 @@ class GANDataModule(L.LightningDataModule):
         if not self.is_image:
             return batch
         return batch.float().div_(127.5).sub_(1.0)
+
+
+def _positive_int(value):
+    """value as an int when it is a positive integer (an integer-valued float counts), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer() or value <= 0:
+        return None
+    return int(value)
+
+
+def check_image_options(name: str, resolution, channels, max_images) -> tuple:
+    """One-line ConfigErrors for data.resolution / data.channels / data.max_images; their int values."""
+    if _positive_int(resolution) is None:
+        raise ConfigError(f"data.resolution={resolution!r} is invalid; it must be a positive integer (pixels per side)")
+    valid = CHANNELS.get(name, (1, 3))
+    if _positive_int(channels) not in valid:
+        what = "1 (grayscale) or 3 (RGB)" if valid == (1, 3) else f"{valid[0]}: data={name} has {valid[0]} channel{'s' * (valid[0] > 1)}"
+        raise ConfigError(f"data.channels={channels!r} is invalid; valid: {what}")
+    if max_images is not None and _positive_int(max_images) is None:
+        raise ConfigError(f"data.max_images={max_images!r} is invalid; it must be a positive integer or null (every image)")
+    return int(resolution), int(channels), None if max_images is None else int(max_images)
+
+
+def source_stamp(path: Path) -> bytes:
+    """What the cache key records of one source file: its path, size and mtime_ns (not its content)."""
+    try:
+        st = os.stat(path)
+        return os.fsencode(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n")
+    except OSError:
+        return os.fsencode(f"{path}\0missing\n")
+
+
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.contiguous().numpy().data).hexdigest()  # hashes the buffer in place, no copy
+
+
+def read_cache_entry(path: Path) -> tuple:
+    """(tensor, None) for a verified entry, else (None, what is wrong with it)."""
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        return None, f"is unreadable ({type(exc).__name__})"
+    if not (isinstance(entry, dict) and entry.get("format") == CACHE_FORMAT and isinstance(entry.get("images"), torch.Tensor)
+            and isinstance(entry.get("sha256"), str)):
+        return None, "has no checksum (an older or foreign format)"
+    images = entry["images"]
+    if images.dtype != torch.uint8 or images.dim() != 4 or tensor_sha256(images) != entry["sha256"]:
+        return None, "does not match its sha256 checksum (corrupted)"
+    return images, None
+
+
+def write_cache_entry(path: Path, tensor: torch.Tensor) -> None:
+    """Atomically (temp file + rename) store tensor with its checksum; caching is an optimisation, so failures are logged."""
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"images": tensor, "sha256": tensor_sha256(tensor), "format": CACHE_FORMAT}, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # unwritable or full cache dir: train without the cache
+        log.warning("could not write the data cache %s (%s); continuing without it", path, exc)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def check_stream_options(name: str, in_memory, num_workers, prefetch_factor=2) -> None:

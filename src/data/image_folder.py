@@ -3,11 +3,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
 from ..errors import DataError
-from .images import resize_uint8
+from .images import check_fits_in_memory, open_8bit, resize_uint8
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -23,28 +23,33 @@ def list_images(root: str) -> list:
 
 
 def _decode(path: Path, resolution: int, channels: int) -> np.ndarray:
+    """uint8 (C, resolution, resolution): the image's 8-bit pixels (images.open_8bit), center-cropped and resized."""
+    im = open_8bit(path, channels)
+    w, h = im.size
+    side = min(w, h)
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB" if channels == 3 else "L")
-            w, h = im.size
-            side = min(w, h)
-            im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
-            if side != resolution:
-                im = im.resize((resolution, resolution), Image.BICUBIC if side < resolution else Image.BOX)
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"cannot decode image {path} ({type(exc).__name__}); remove or replace it") from None
+        im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+        if side != resolution:
+            im = im.resize((resolution, resolution), Image.BICUBIC if side < resolution else Image.BOX)
+        arr = np.asarray(im, dtype=np.uint8)
+    except (ValueError, OSError, MemoryError) as exc:
+        raise DataError(f"cannot resize image {path} ({w}x{h}) to {resolution}x{resolution} ({type(exc).__name__})") from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def load_image_folder(root: str, resolution: int, channels: int = 3, max_images: int | None = None) -> torch.Tensor:
-    files = list_images(root)
-    if max_images:
-        files = files[:max_images]
+def decode_files(files: list, resolution: int, channels: int = 3, desc: str = "decoding") -> torch.Tensor:
+    """uint8 (len(files), channels, resolution, resolution), refused up front when it cannot fit in memory."""
+    check_fits_in_memory(len(files), channels, resolution, f"{len(files)} decoded images",
+                         hint=", data.max_images, or stream the folder (data.in_memory=false)")
     out = np.empty((len(files), channels, resolution, resolution), dtype=np.uint8)
-    for i, path in enumerate(tqdm(files, desc=f"decoding {root}", unit="img", disable=len(files) < 2000)):
+    for i, path in enumerate(tqdm(files, desc=desc, unit="img", disable=len(files) < 2000)):
         out[i] = _decode(path, resolution, channels)
     return torch.from_numpy(out)
 
 
-__all__ = ["load_image_folder", "list_images", "resize_uint8"]
+def load_image_folder(root: str, resolution: int, channels: int = 3, max_images: int | None = None) -> torch.Tensor:
+    files = list_images(root)
+    return decode_files(files[:max_images] if max_images else files, resolution, channels, desc=f"decoding {root}")
+
+
+__all__ = ["load_image_folder", "decode_files", "list_images", "resize_uint8"]

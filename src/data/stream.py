@@ -15,6 +15,9 @@ For folders too big to decode into memory. Three pieces:
   of data.batch_size, concatenated) as {"real": uint8 tensor, "end": position after the batch}. Worker w
   of W produces the step batches w, w + W, w + 2W, ...; torch's DataLoader returns them in order
   (worker 0, 1, ..., W-1, 0, ...), so the batch sequence does not depend on the number of workers.
+  An image that cannot be decoded ends the worker's stream with {"error": one line naming the file}
+  instead of an exception: torch re-raises a worker's exception with the worker's whole traceback in
+  its message, while the datamodule raises this line as a DataError when the batch reaches training.
 
 Being an IterableDataset, the loader is left alone by Lightning under DDP (no DistributedSampler is
 injected); each rank streams its own seeded sequence, as each rank samples its own batches in memory.
@@ -25,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, Sampler, get_worker_info
 
+from ..errors import DataError
 from .image_folder import _decode, list_images
 
 
@@ -125,7 +129,12 @@ class RealBatches(IterableDataset):
         info = get_worker_info()
         k, stride = (info.id, info.num_workers) if info is not None else (0, 1)
         while True:
-            yield self.batch(k)
+            try:
+                batch = self.batch(k)
+            except DataError as exc:  # travels to the main process as data, not as a worker traceback
+                yield {"error": str(exc)}
+                return
+            yield batch
             k += stride
 
 
