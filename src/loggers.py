@@ -9,6 +9,15 @@ wandb itself; nothing here copies it anywhere.
 
 Under Hydra multirun the basic launcher runs every job in the same process: without wandb.finish()
 all jobs would log into the first job's W&B run, so finish_loggers() finishes it.
+
+One x-axis everywhere: every value (losses, spectral measurements, periodic and final scores) is
+logged at the generator step, never at Lightning's optimizer-step counter (n_dis + 1 per generator
+update). The resolved run config (the regularizer's and penalty's hyperparameters included) goes to
+every logger: W&B's run config, TensorBoard's hparams, the CSV logger's hparams.yaml.
+
+Resumed runs keep their history: :class:`GANCSVLogger` keeps the rows of metrics.csv up to the
+checkpoint's step (Lightning's CSVLogger deletes the file), :class:`GANTensorBoardLogger` purges
+events after it, and :class:`GANWandbLogger` continues the same W&B run (its id is kept in the run dir).
 """
 import logging
 import netrc
@@ -16,7 +25,9 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
@@ -128,6 +139,11 @@ class GANWandbLogger(WandbLogger):
         tags = [str(t)[:64] for t in (tags or []) if t not in (None, "")]
         if kwargs.get("save_dir") is None:  # the run dir, so offline runs sit next to the run's other outputs
             kwargs["save_dir"] = job.get("output_dir", ".")
+        # one W&B run per run directory: a resumed run continues the run its first segment started
+        self._id_file = Path(kwargs["save_dir"]) / "wandb" / "run_id"
+        if kwargs.get("id") is None and self._id_file.is_file():
+            kwargs["id"] = self._id_file.read_text().strip() or None
+            kwargs.setdefault("resume", "allow")
         # mode goes to wandb.init: Lightning's own offline flag would set WANDB_MODE for the whole
         # process, and with it every later job of a sweep
         super().__init__(name=name, group=group, tags=tags, mode=self.wandb_mode, **kwargs)
@@ -139,6 +155,14 @@ class GANWandbLogger(WandbLogger):
         config = getattr(model, "run_config", None)
         if config and not self._config_logged:
             self.log_run_config(config)
+
+    @property
+    def experiment(self):
+        run = super().experiment
+        if rank_zero_only.rank == 0 and getattr(run, "id", None) and not self._id_file.is_file():
+            self._id_file.parent.mkdir(parents=True, exist_ok=True)
+            self._id_file.write_text(str(run.id))
+        return run
 
     def log_run_config(self, config: dict) -> None:
         """The resolved config, flattened ('optim/lr'), plus where the run lives and what was overridden."""
@@ -168,7 +192,74 @@ def log_final(logger, summary: dict, sep: str = "/") -> None:
         run.log(images)
 
 
-def finish_loggers(loggers, summary: dict) -> None:
+class _ResumableWriter(ExperimentWriter):
+    """CSVLogger's writer, except that an existing metrics.csv keeps its rows up to ``keep_until``
+    (the step a resumed run continues from) instead of being deleted."""
+
+    keep_until: int | None = None
+
+    def _check_log_dir_exists(self) -> None:
+        import csv
+
+        if self.keep_until is None or not self._fs.isfile(self.metrics_file_path):
+            return super()._check_log_dir_exists()
+        with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+            reader = csv.DictReader(f)
+            keys = list(reader.fieldnames or [])
+            rows = [r for r in reader if r.get("step") not in (None, "") and float(r["step"]) <= self.keep_until]
+        from .atomic_write import write_atomic
+        import io
+
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(self.metrics_file_path, out.getvalue())
+        self.metrics_keys = sorted(keys)
+
+
+class GANCSVLogger(CSVLogger):
+    """Lightning's CSVLogger (logs/metrics.csv, hparams.yaml) whose history survives a resume."""
+
+    _keep_until: int | None = None
+
+    def resume_at(self, step: int) -> None:
+        """Called before training: keep the rows logged up to ``step`` (0 or less: a fresh run)."""
+        self._keep_until = step if step > 0 else None
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        if self._experiment is None:
+            writer_cls = type("Writer", (_ResumableWriter,), {"keep_until": self._keep_until})
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = writer_cls(log_dir=self.log_dir)
+        return self._experiment
+
+
+class GANTensorBoardLogger(TensorBoardLogger):
+    """Lightning's TensorBoardLogger; a resumed run purges the events logged after its checkpoint."""
+
+    def resume_at(self, step: int) -> None:
+        if step > 0:
+            self._kwargs["purge_step"] = step + 1
+
+
+def log_hyperparams(loggers, config: dict) -> None:
+    """The resolved run config, flattened ("regularizer/lam"), to every logger (W&B takes it, with the
+    Hydra job's overrides, through GANWandbLogger.log_run_config)."""
+    values = flatten(config)
+    for logger in loggers or []:
+        if isinstance(logger, WandbLogger):
+            continue
+        try:
+            logger.log_hyperparams(values)
+        except Exception:  # a mirror of the config; the run dir's .hydra/config.yaml is the record
+            log.warning("could not log the run config to %s", type(logger).__name__, exc_info=True)
+
+
+def finish_loggers(loggers, summary: dict, step: int = 0) -> None:
+    """The final scores at the run's last generator step (the same x-axis as everything else), then close."""
     for logger in loggers or []:
         final = {f"final/{k}": v for k, v in (summary.get("metrics") or {}).items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -177,7 +268,7 @@ def finish_loggers(loggers, summary: dict) -> None:
             continue  # the run never started (failed before training): logging now would start one
         if final:
             try:
-                logger.log_metrics(final)
+                logger.log_metrics(final, step=step)
             except Exception:
                 log.warning("could not log the final metrics to %s", type(logger).__name__, exc_info=True)
         if is_wandb:
@@ -188,3 +279,8 @@ def finish_loggers(loggers, summary: dict) -> None:
                 log.warning("could not log the summary to W&B", exc_info=True)
             run.finish(exit_code=0 if summary.get("status") == "completed" else 1)
             logger._experiment = None
+        else:
+            try:
+                logger.finalize("success" if summary.get("status") == "completed" else "failed")
+            except Exception:
+                log.warning("could not close %s", type(logger).__name__, exc_info=True)

@@ -92,6 +92,10 @@ class GAN(L.LightningModule):
 
     # ---- training --------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        from .loggers import log_hyperparams
+
+        if self.trainer.is_global_zero:
+            log_hyperparams(self.loggers, self.run_config)
         self.trainer.datamodule.to(self.device)
         if self.perf["channels_last"] and self.trainer.datamodule.is_image:
             self.to(memory_format=torch.channels_last)
@@ -141,11 +145,16 @@ class GAN(L.LightningModule):
         if self.device.type == "cpu" or step % self.log_every == 0:
             self._check_finite(step, d_loss, g_loss, penalty)
         if step % self.log_every == 0 or step == 1:
-            values = {"loss/d": d_loss.detach(), "loss/g": g_loss.detach(), "g_step": float(step)}
+            values = {"loss/d": float(d_loss.detach()), "loss/g": float(g_loss.detach())}
             if penalty is not None:
-                values["loss/penalty"] = penalty.detach()
-            self.log_dict(values, on_step=True, prog_bar=True)
-            self.history.append({"step": step, **{k: float(v) for k, v in values.items() if k != "g_step"}})
+                values["loss/penalty"] = float(penalty.detach())
+            self.log_dict(values, on_step=True, prog_bar=True, logger=False)
+            # the loggers get them at the generator step, the one x-axis of every logged value
+            # (Lightning's own logging step lags it by one and its global_step counts n_dis + 1 per update)
+            if self.trainer.is_global_zero:
+                for logger in self.loggers:
+                    logger.log_metrics(values, step=step)
+            self.history.append({"step": step, **values})
 
     def _check_finite(self, step: int, d_loss, g_loss, penalty) -> None:
         tensors = [d_loss.detach(), g_loss.detach()] + ([penalty.detach()] if penalty is not None else [])

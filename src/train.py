@@ -1,7 +1,12 @@
 """Train one GAN: ``python -m src.train [group=option ...] [key=value ...]`` (Hydra).
 
 Thin on purpose: compose the config, build the pieces with hydra.utils.instantiate, hand them to
-Lightning, score the generator, and write summary.json (status completed / diverged / failed).
+Lightning, score the generator, and write summary.json (status completed / diverged / failed /
+interrupted; "running" while it trains).
+
+What keeps long, many-job work honest lives here too: the run directory's lock (src/run_lock.py),
+the signal handling (src/callbacks/interrupt.py), the checks that a resumed checkpoint means the same
+run, and one-line errors for everything a user or the machine can get wrong.
 """
 import logging
 import sys
@@ -31,8 +36,11 @@ def build_run(cfg: DictConfig, run_dir: Path):
     from .module import GAN
     from .regularizers import build_regularizer
 
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    from .threads import resolve_threads
+
+    threads = resolve_threads(cfg.get("threads"), _hydra_launcher())
+    if threads:
+        torch.set_num_threads(threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     data_cfg.pop("steps", None)
@@ -58,18 +66,32 @@ def build_run(cfg: DictConfig, run_dir: Path):
     return module, datamodule, evaluator
 
 
-def make_trainer(cfg: DictConfig, run_dir: Path, module, extra_callbacks=()):
+def _hydra_launcher() -> dict | None:
+    """The Hydra launcher's config in a multirun (for the threads a job may take), else None."""
+    try:
+        hc = HydraConfig.get()
+    except ValueError:  # not under Hydra (tests composing configs)
+        return None
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    return OmegaConf.to_container(hc.launcher, resolve=False) if hc.get("launcher") else None
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path, module, extra_callbacks=(), guard=None, resume_step: int = 0):
     import lightning as L
     from hydra.utils import instantiate
 
     from .callbacks import GeneratorStepCheckpoint, LossCurves, SampleSnapshots, StepTimer
+    from .callbacks.interrupt import InterruptGuard, StopAtStepBoundary
     from .checkpoint_io import AtomicCheckpointIO
     from .module import total_optimizer_steps
 
     n_dis = int(cfg.optim.n_dis)
     timer = StepTimer()
+    checkpoints = GeneratorStepCheckpoint(n_dis, cfg.checkpoint.every, dirpath=run_dir / "checkpoints", save_top_k=-1, save_last=True)
     callbacks = [
-        GeneratorStepCheckpoint(n_dis, cfg.checkpoint.every, dirpath=run_dir / "checkpoints", save_top_k=-1, save_last=True),
+        StopAtStepBoundary(guard or InterruptGuard(), checkpoints.last_path),
+        checkpoints,
         SampleSnapshots(run_dir / "samples", every=cfg.samples.every),
         LossCurves(run_dir / "loss_curves.png", title=f"{cfg.regularizer.name} / {cfg.loss.name} / {cfg.optim.name}"),
         timer,
@@ -77,6 +99,8 @@ def make_trainer(cfg: DictConfig, run_dir: Path, module, extra_callbacks=()):
         *[instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and c.get("_target_")],
     ]
     logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else False
+    if logger and hasattr(logger, "resume_at"):
+        logger.resume_at(resume_step)  # keep the history of the segments before this one
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer = L.Trainer(
         max_steps=total_optimizer_steps(cfg.steps, n_dis), max_epochs=-1, logger=logger, callbacks=callbacks,
@@ -97,12 +121,15 @@ def peak_memory() -> dict:
     return out
 
 
-# what a checkpoint must share with the run that resumes from it (the networks' shapes and wrapping)
-RESUME_KEYS = ("arch.name", "regularizer.name", "data.resolution", "data.channels", "z_dim")
+# What a checkpoint must share with the run that resumes from it: the networks' shapes and wrapping,
+# and the meaning of Lightning's step counter (n_dis + 1 optimizer steps per generator update).
+RESUME_KEYS = ("arch.name", "arch.d_activation", "arch.width", "regularizer.name", "penalty.name", "data.name",
+               "data.resolution", "data.channels", "z_dim", "optim.n_dis")
 
 
 def resolve_ckpt(cfg: DictConfig, run_dir: Path):
-    """The checkpoint to resume from (or None), checked now: readable, and trained with the same networks."""
+    """The checkpoint to resume from and its generator step, (None, 0) for a fresh run; checked now:
+    readable, written by this lab, and trained with the same networks and step counter."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if cfg.ckpt_path in (None, "", "null"):
         path = last if last.is_file() else None  # a run dir that already holds a checkpoint resumes
@@ -115,33 +142,151 @@ def resolve_ckpt(cfg: DictConfig, run_dir: Path):
         if not path.is_file():
             raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; give a path to a .ckpt file, or 'last'")
     if path is None:
-        return None
+        return None, 0
     from .checkpoint_io import load_checkpoint_file
 
-    saved = OmegaConf.create(load_checkpoint_file(path).get("run_config") or {})
+    checkpoint = load_checkpoint_file(path)
+    if not isinstance(checkpoint.get("run_config"), dict) or not isinstance(checkpoint.get("global_step"), int):
+        raise UserError(f"checkpoint {path} was not written by this lab (it has no run_config / global_step); "
+                        "give a checkpoint from a run's checkpoints/ folder, or drop ckpt_path to start afresh")
+    saved = OmegaConf.create(checkpoint["run_config"])
     for key in RESUME_KEYS:
         theirs, ours = OmegaConf.select(saved, key, default=None), OmegaConf.select(cfg, key, default=None)
         if theirs != ours:
             raise UserError(f"checkpoint {path} was trained with {key}={theirs}, this run has {key}={ours}; "
-                            f"resume with the same {key.split('.')[0]} or start a new run directory")
-    return str(path)
+                            f"resume with the same {key}, or start a new run directory")
+    n_dis = int(OmegaConf.select(saved, "optim.n_dis"))
+    g_step = checkpoint["global_step"] // (n_dis + 1)
+    if g_step > int(cfg.steps):
+        raise UserError(f"checkpoint {path} is at generator step {g_step}, beyond steps={cfg.steps}; "
+                        f"give steps>={g_step}, or start a new run directory")
+    return str(path), g_step
+
+
+def _save_run_config(cfg: DictConfig, run_dir: Path) -> None:
+    """The composed config and overrides into <run dir>/.hydra/, as Hydra would, but only once this run
+    holds the directory's lock (conf/config.yaml turns Hydra's own copy off: it would overwrite the
+    files of a run still training there)."""
+    from .atomic_write import write_atomic
+
+    try:
+        hc = HydraConfig.get()
+    except ValueError:  # not under Hydra (tests composing a config): the config alone
+        hc = None
+    folder = run_dir / ".hydra"
+    write_atomic(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+    if hc is not None:
+        write_atomic(folder / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task))))
+        write_atomic(folder / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
+
+
+def _remove_leftovers(run_dir: Path) -> None:
+    """Temporary files of saves that a SIGKILL cut short (the lock guarantees no one else is writing)."""
+    leftovers = [*run_dir.glob("checkpoints/.*.tmp*"), *run_dir.glob(".summary.json.tmp*"), *run_dir.glob(".hydra/.*.tmp*")]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    if leftovers:
+        log.info("removed %d temporary file(s) left by an interrupted save", len(leftovers))
+
+
+def _environment_error(exc: BaseException, run_dir: Path, cfg: DictConfig) -> str | None:
+    """A one-line message for failures of the machine rather than the code (full disk, out of memory)."""
+    import errno
+    import shutil
+
+    chain, cause = [], exc
+    while cause is not None and len(chain) < 10:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    text = " ".join(str(c) for c in chain)
+    disk_full = any(isinstance(c, OSError) and c.errno == errno.ENOSPC for c in chain) or "No space left on device" in text
+    if not disk_full and "file write failed" in text:  # torch.save's wording for a failed write
+        try:
+            disk_full = shutil.disk_usage(run_dir).free < 64 * 2**20
+        except OSError:
+            pass
+    if disk_full:
+        return (f"no space left on the device holding {run_dir} (disk full); free space or choose another hydra.run.dir, "
+                "then rerun the same command to resume from the last checkpoint")
+    import torch
+
+    oom = any(isinstance(c, torch.OutOfMemoryError) for c in chain) or "can't allocate memory" in text \
+        or "out of memory" in text.lower()
+    if oom:
+        return (f"out of memory with data.batch_size={OmegaConf.select(cfg, 'data.batch_size')} "
+                f"(arch={OmegaConf.select(cfg, 'arch.name')}, data={OmegaConf.select(cfg, 'data.name')}); "
+                "use a smaller data.batch_size or a machine with more memory")
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:500]
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train, evaluate and summarise one run; never raises for a failed run (the summary says why)."""
+    """Train, evaluate and summarise one run; never raises for a failed run (the summary says why).
+
+    Refused outright (nothing written, status "refused" returned) when another live process holds
+    the run directory.
+    """
+    from .callbacks.interrupt import InterruptGuard, RunInterrupted
+    from .run_lock import RunDirLock, RunDirLocked
+    from .summary import read_summary
+
+    run_dir = Path(run_dir)
+    summary = base_summary(cfg)
+    lock = RunDirLock(run_dir)
+    try:
+        lock.acquire()
+    except RunDirLocked as exc:
+        summary.update(status="refused", error=str(exc), error_kind="user")
+        return summary
+    except UserError as exc:
+        summary.update(status="failed", error=str(exc), error_kind="user")
+        return summary
+    try:
+        with InterruptGuard() as guard:
+            return _run_locked(cfg, run_dir, summary, guard)
+    except RunInterrupted as exc:  # a signal outside the guarded part (writing the summary): say so
+        summary.update(status="interrupted", error=str(exc))
+        summary["exit_code"] = exc.exit_code
+        return summary
+    finally:
+        lock.release()
+
+
+def _run_locked(cfg: DictConfig, run_dir: Path, summary: dict, guard) -> dict:
+    from .callbacks.interrupt import RunInterrupted
+    from .summary import read_summary
     from .validation import validate
 
-    summary = base_summary(cfg)
-    module = trainer = None
+    module = trainer = timer = None
+    started = False  # True once this run has touched the run's state (its summary says "running")
+    previous = None
     try:
+        previous = read_summary(run_dir)
+    except (OSError, ValueError):
+        pass
+    try:
+        _remove_leftovers(run_dir)
+        if previous is None:  # a new run dir: its config now, so a run that fails below is still on record
+            _save_run_config(cfg, run_dir)
         validate(cfg)
-        ckpt = resolve_ckpt(cfg, run_dir)
+        ckpt, resume_step = resolve_ckpt(cfg, run_dir)
         module, datamodule, evaluator = build_run(cfg, run_dir)
         datamodule.steps_per_fit = cfg.steps
-        trainer, timer = make_trainer(cfg, run_dir, module, getattr(evaluator, "training_callbacks", lambda: [])())
+        trainer, timer = make_trainer(cfg, run_dir, module, getattr(evaluator, "training_callbacks", lambda: [])(),
+                                      guard=guard, resume_step=resume_step)
+        _save_run_config(cfg, run_dir)
+        started = True
+        _write(trainer, run_dir, dict(summary, status="running", steps=resume_step, error=None))
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        if guard.signum is not None:  # arrived after the last step's boundary: last.ckpt is final
+            raise RunInterrupted(guard.signum, saved=True, step=module.g_step)
         summary["steps"] = module.g_step
-        summary["timing"] = {"sec_per_step": timer.sec_per_step, "total_sec": timer.total_sec}
+        summary["timing"] = _timing(timer)
         # Image evaluators are collectives under DDP (every rank generates, each runs the feature network on
         # its share of the batches, rank 0 gathers and scores): call them on every rank. The toy / none
         # evaluators are cheap and local: rank 0 alone. Only rank 0 writes the summary (below).
@@ -158,6 +303,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             if shares:  # DDP: how the feature network's work was split over the ranks
                 summary["eval_distributed"] = shares
         summary["status"] = "completed"
+    except RunInterrupted as exc:
+        step = exc.step if exc.step is not None else (module.g_step if module is not None and module._trainer is not None else 0)
+        resume = "rerun the same command to resume" + (" from it" if exc.saved else " from the last checkpoint")
+        summary.update(status="interrupted", steps=step,
+                       error=f"{exc}{' (checkpoint saved)' if exc.saved else ''}; {resume}")
+        summary["exit_code"] = exc.exit_code
+        log.warning("run interrupted: %s", summary["error"])
     except DivergedError as exc:
         summary.update(status="diverged", error=str(exc), steps=exc.step)
         log.warning("run diverged: %s", exc)
@@ -165,26 +317,71 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         summary.update(status="failed", error=str(exc))
         summary["error_kind"] = "user"
     except Exception as exc:  # a bug or an environment failure: keep the trace in the log, one line in the summary
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        summary.update(status="failed", error=f"{type(exc).__name__}: {first}"[:500])
-        summary["error_kind"] = "internal"
-        log.error("run failed:\n%s", traceback.format_exc())
+        environment = _environment_error(exc, run_dir, cfg)
+        if environment:
+            summary.update(status="failed", error=environment)
+            summary["error_kind"] = "environment"
+            log.error("run failed: %s", environment)
+        else:
+            summary.update(status="failed", error=_one_line(exc))
+            summary["error_kind"] = "internal"
+            log.error("run failed:\n%s", traceback.format_exc())
     if module is not None and summary["status"] != "completed" and module._trainer is not None:
         summary["steps"] = summary["steps"] or module.g_step
+        if timer is not None:
+            summary["timing"] = _timing(timer)
     summary["resources"] = peak_memory()
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    if (trainer.is_global_zero if trainer is not None else rank_zero_only.rank == 0):  # only rank 0 writes under DDP
-        write_summary(run_dir, summary)
+    if not started and previous is not None and previous.get("status") not in (None, "running"):
+        # failed before touching the run (bad input on a rerun): the earlier record stays as it was
+        summary["summary_written"] = False
+        log.warning("left the existing %s untouched (it records an earlier run)", run_dir / "summary.json")
+    else:
+        _write(trainer, run_dir, summary)
     if trainer is not None:
         from .loggers import finish_loggers
 
-        finish_loggers(trainer.loggers, summary)
+        finish_loggers(trainer.loggers, summary, step=summary.get("steps") or 0)
     return summary
+
+
+def _timing(timer) -> dict:
+    return {"sec_per_step": timer.sec_per_step, "total_sec": timer.total_sec, "segments": timer.segments}
+
+
+def _write(trainer, run_dir: Path, summary: dict) -> None:
+    """summary.json from rank 0 only (under DDP); a failed write (full disk) becomes the run's error."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if not (trainer.is_global_zero if trainer is not None else rank_zero_only.rank == 0):
+        return
+    try:
+        write_summary(run_dir, summary)
+    except OSError as exc:
+        message = _environment_error(exc, run_dir, OmegaConf.create({})) or f"cannot write {run_dir / 'summary.json'} ({exc.strerror})"
+        summary.update(status="failed", error=message, error_kind="environment")
+        summary["summary_written"] = False
+
+
+def _one_log_handler() -> None:
+    """Lightning gives its loggers a console handler of their own when imported before logging is set up;
+    under Hydra, whose handlers (console and train.log) sit on the root logger, every Lightning line
+    then printed twice. Lightning's records go through the root's handlers only."""
+    import lightning  # noqa: F401  (adds those handlers on import: import first, then remove them)
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+        logger.propagate = True
+
+
+EXIT_CODES = {"user": 2, "internal": 1, "environment": 1}
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
+    _one_log_handler()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     summary = run(cfg, run_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
@@ -192,11 +389,18 @@ def main(cfg: DictConfig):
 
     if rank_zero_only.rank != 0:  # DDP workers: rank 0 reports
         return summary
-    if summary["status"] == "failed":
+    status = summary["status"]
+    if status == "interrupted":
+        # a scheduler or a user wants this process gone: stop a sequential sweep too; rerunning the
+        # same command (with the same hydra.sweep.dir) resumes this job and runs the ones after it
+        where = f" (sweep dir: {HydraConfig.get().sweep.dir})" if multirun else ""
+        print(f"interrupted: {summary['error']}{where}; run dir: {run_dir}", file=sys.stderr)
+        sys.exit(summary.get("exit_code", 130))
+    if status in ("failed", "refused"):
         print(f"error: {summary['error']}", file=sys.stderr)
         if not multirun:  # in a sweep, the other jobs go on; the summary records the failure
-            sys.exit(2 if summary.get("error_kind") == "user" else 1)
-    elif summary["status"] == "diverged":
+            sys.exit(EXIT_CODES.get(summary.get("error_kind"), 1))
+    elif status == "diverged":
         print(f"diverged: {summary['error']} (summary: {run_dir / 'summary.json'})", file=sys.stderr)
         if not multirun:
             sys.exit(3)
@@ -207,23 +411,8 @@ def main(cfg: DictConfig):
     return summary
 
 
-def _check_output_dir(argv) -> None:
-    """Hydra creates the run dir before our code runs and reports failures as a traceback: check first."""
-    import os
-
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
-            target = Path(value).expanduser().absolute()
-            parent = target
-            while not parent.exists():
-                parent = parent.parent
-            if not parent.is_dir() or not os.access(parent, os.W_OK):
-                print(f"error: {key}={value} cannot be created ({parent} is not a writable folder); choose a writable output folder",
-                      file=sys.stderr)
-                sys.exit(2)
-
-
 if __name__ == "__main__":
-    _check_output_dir(sys.argv[1:])
+    from .preflight import preflight
+
+    preflight(sys.argv[1:])
     main()

@@ -1,17 +1,27 @@
 """Checks of a composed config before anything is built: one-line errors that name the bad value."""
+import math
+
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
 from .losses import LOSSES
 
+SEED_MAX = 2**32 - 1  # numpy's seed range, which seed_everything uses (it silently picks another seed outside it)
+
 
 def _number(cfg, path: str, integer: bool = False, positive: bool = True, low=None, high=None, high_open=False):
+    """A finite number (an int-typed integer where ``integer``): ``steps=20.0`` or ``optim.lr=inf`` pass
+    YAML and OmegaConf but break training later, so they stop here."""
     value = OmegaConf.select(cfg, path, default=None)
-    what = "a positive integer" if integer and positive else "a positive number" if positive else "a number"
+    what = "a positive integer" if integer and positive else "an integer" if integer else "a positive finite number" if positive else "a finite number"
     if low is not None and high is not None:
-        what = f"a number in [{low}, {high}{')' if high_open else ']'}"
-    is_num = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = is_num and (not integer or float(value).is_integer())
+        what = f"{'an integer' if integer else 'a number'} in [{low}, {high}{')' if high_open else ']'}"
+    if integer:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok and isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            what += f" (write {int(value)}, not {value})"
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok and positive:
         ok = value > 0
     if ok and low is not None:
@@ -23,21 +33,25 @@ def _number(cfg, path: str, integer: bool = False, positive: bool = True, low=No
 
 def validate(cfg: DictConfig) -> None:
     _number(cfg, "steps", integer=True)
-    _number(cfg, "seed", integer=True, positive=False)
+    _number(cfg, "seed", integer=True, positive=False, low=0, high=SEED_MAX)
     _number(cfg, "data.batch_size", integer=True)
     _number(cfg, "optim.lr")
     _number(cfg, "optim.n_dis", integer=True)
     _number(cfg, "optim.beta1", positive=False, low=0, high=1, high_open=True)
     _number(cfg, "optim.beta2", positive=False, low=0, high=1, high_open=True)
     _number(cfg, "z_dim", integer=True)
-    if OmegaConf.select(cfg, "threads", default=None) is not None:
-        _number(cfg, "threads", integer=True)
+    _number(cfg, "log_every", integer=True)
+    threads = OmegaConf.select(cfg, "threads", default=None)
+    if threads is not None and threads != "auto":
+        if not (isinstance(threads, int) and not isinstance(threads, bool) and threads > 0):
+            raise ConfigError(f"threads={threads!r} is invalid; it must be a positive integer, auto, or null (torch's default)")
     for key in ("checkpoint.every", "samples.every"):
         value = OmegaConf.select(cfg, key, default=0)
         if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
             raise ConfigError(f"{key}={value!r} is invalid; it must be a non-negative integer (0 turns it off)")
     if cfg.data.name != "toy2d":
         _number(cfg, "data.resolution", integer=True)
+    _check_device(cfg)
     from .data.datamodule import check_stream_options  # data.in_memory / num_workers / prefetch_factor
 
     check_stream_options(cfg.data.name, OmegaConf.select(cfg, "data.in_memory", default=True),
@@ -53,3 +67,21 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"arch=mlp is for 2-D and tiny data, not data={cfg.data.name} at {cfg.data.resolution}x{cfg.data.resolution}; use arch=standard_cnn or arch=resnet")
     if cfg.arch.name != "mlp" and cfg.data.name == "toy2d":
         raise ConfigError(f"arch={cfg.arch.name} needs image data, not data=toy2d; use arch=mlp")
+    if OmegaConf.select(cfg, "regularizer.name") == "batch_norm" and cfg.data.batch_size < 2:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is invalid with regularizer=batch_norm: batch "
+                          "normalization needs at least 2 samples per batch; use data.batch_size>=2 or another regularizer")
+
+
+def _check_device(cfg: DictConfig) -> None:
+    """An accelerator the machine does not have: Lightning's error is a multi-line traceback after setup."""
+    import torch
+
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto") or "auto").lower()
+    available = {"cpu": True, "auto": True, "cuda": torch.cuda.is_available(), "gpu": torch.cuda.is_available(),
+                 "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}
+    if accelerator not in available:
+        raise ConfigError(f"trainer.accelerator={accelerator!r} is unknown; valid: cpu, cuda, gpu, mps, auto")
+    if not available[accelerator]:
+        valid = ", ".join(k for k, ok in available.items() if ok)
+        raise ConfigError(f"trainer.accelerator={accelerator} but this machine has no {accelerator.upper()} device "
+                          f"visible to torch; valid here: {valid}")

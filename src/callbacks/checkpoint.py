@@ -1,4 +1,10 @@
-"""Lightning's ModelCheckpoint, with files named by generator updates rather than optimizer steps."""
+"""Lightning's ModelCheckpoint, with files named by generator updates rather than optimizer steps.
+
+``last.ckpt`` always holds the generator that the run scores: when ``steps`` is not a multiple of
+``checkpoint.every`` the periodic saves stop short of the end, so the end of training saves it too.
+"""
+from pathlib import Path
+
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -16,3 +22,13 @@ class GeneratorStepCheckpoint(ModelCheckpoint):
         if "step" in metrics:
             metrics["g_step"] = torch.tensor(int(metrics["step"]) // self.per_g_step)
         return super().format_checkpoint_name(metrics, *args, **kwargs)
+
+    @property
+    def last_path(self) -> Path:
+        return Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+
+    def on_train_end(self, trainer, module) -> None:
+        super().on_train_end(trainer, module)
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            trainer.save_checkpoint(self.last_path)
+            self._last_global_step_saved = trainer.global_step

@@ -3,6 +3,8 @@
 The Lightning module calls only these three points, so adding a regularizer is one file in this
 package plus one config in conf/regularizer/.
 """
+import math
+
 import torch
 from torch import nn
 
@@ -35,13 +37,16 @@ class Regularizer:
 
     # helpers for subclasses ----------------------------------------------------------------------------
     @staticmethod
-    def require_positive(name: str, value, integer: bool = False) -> None:
-        kind = "a positive integer" if integer else "a positive number"
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    def require_positive(name: str, value, integer: bool = False, group: str = "regularizer") -> None:
+        """A finite positive number (an int-typed one where ``integer``): ``c=inf`` would train an
+        unconstrained D and call it clipped, ``iterations=2.0`` would break range()."""
+        kind = "a positive integer" if integer else "a positive finite number"
         if integer:
-            ok = ok and float(value).is_integer()
+            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
         if not ok:
-            raise ConfigError(f"regularizer.{name}={value!r} is invalid; it must be {kind}")
+            raise ConfigError(f"{group}.{name}={value!r} is invalid; it must be {kind}")
 
     def state_dict(self) -> dict:
         """Extra state to checkpoint (parametrization buffers live in D's own state dict)."""
