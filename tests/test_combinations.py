@@ -308,3 +308,56 @@ def test_pair_resume_continues_the_lazy_schedule_and_the_weight_side_state(tmp_p
     assert built[-1].regularizer.state_dict()["penalty"] == {"d_updates": 8}
     for k, v in built[-1].D.state_dict().items():
         torch.testing.assert_close(v, expected[k], rtol=1e-6, atol=1e-7, msg=k)
+
+
+# ---- grids -------------------------------------------------------------------------------------------------
+
+def grid(name, overrides=(), hydra=True):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("config", overrides=[f"experiment={name}", *overrides], return_hydra_config=hydra)
+
+
+def grid_values(cfg):
+    from src.report.sweep import sweep_values
+
+    return {k: set(v) for k, v in sweep_values(OmegaConf.to_container(cfg.hydra.sweeper.params), []).items()}
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("grid_family", {"regularizer": {"r1", "r2", "wgan_lp", "sn_gram", "bjorck", "aol"}}),
+    ("grid_combos", {"regularizer": {"sn"}, "penalty": {"r1", "wgan_gp"}}),
+])
+def test_family_grids_sweep_the_new_methods_and_pairs_over_the_main_grid_s_settings(name, expected):
+    cfg = grid(name)
+    values = grid_values(cfg)
+    assert values == {**expected, "optim": set("ABCDEF"), "seed": {"0", "1", "2"}}
+    assert cfg.hydra.sweep.dir.startswith(f"multirun/{name}/")
+    assert (cfg.data.name, cfg.metrics.name, cfg.arch.name) == ("cifar10", "paper", "standard_cnn")
+
+
+def test_grids_together_cover_every_regularizer_and_penalty_option():
+    swept = grid_values(grid("grid_main"))["regularizer"] | grid_values(grid("grid_family"))["regularizer"]
+    assert swept == {p.stem for p in (CONF / "regularizer").glob("*.yaml")}
+    assert {"r1", "wgan_gp"} <= grid_values(grid("grid_combos"))["penalty"]
+
+
+@pytest.mark.parametrize("name", ["grid_family", "grid_combos"])
+def test_every_job_of_the_family_grids_composes_validates_and_builds(name):
+    """Each job's regularizer (and pair) builds: a bad pair would only fail once the sweep runs."""
+    import itertools
+
+    from src.summary import base_summary
+    from src.validation import validate
+
+    values = grid_values(grid(name))
+    keys = [k for k in ("regularizer", "penalty") if k in values]
+    for combo in itertools.product(*(sorted(values[k]) for k in keys)):
+        cfg = grid(name, [f"{k}={v}" for k, v in zip(keys, combo)], hydra=False)
+        validate(cfg)
+        reg = build_regularizer(cfg.regularizer, cfg.get("penalty"))
+        assert reg.name == base_summary(cfg)["method"] == "+".join(combo)
+        assert cfg.loss.name == reg.default_loss
