@@ -19,7 +19,11 @@ there (``d_real_mean``, ``d_fake_mean``, ``d_interp_mean``). Every ``spectrum_ev
 (from step 0 when the run is at least that long) and at the end it also keeps the full spectra: the
 reshaped matrix's singular values and, for convolutions, the FFT spectrum of the circular
 convolution on the zero-padded input's torus, whose largest value ``sigma_fft_bound`` is a rigorous
-upper bound on the layer's true norm (exact for circular 'same' padding and stride 1).
+upper bound on the layer's true norm (exact for circular 'same' padding and stride 1), and the
+CERTIFIED bound ``sigma_certified`` of each layer as applied (src.spectral.certified: polyphase for
+strides, per-frequency Cholesky certificates; never below the true norm, unlike ``sigma_true``) with
+their combination ``lip_certified`` (output gain included; absent when D's structure has no
+certificate).
 
 Scalars go to every active logger (trainer.loggers, keys ``spectral/...``) and to
 ``<run dir>/spectral/spectral.csv``; spectra to ``spectral/spectra.csv`` (sorted sigma_i / sigma_1);
@@ -42,6 +46,7 @@ import lightning as L
 import matplotlib
 import torch
 
+from ..spectral.certified import check_certifiable, layer_norm_bound
 from ..spectral.exact import layer_fft_spectrum, reshaped_singular_values
 from ..spectral.lipschitz import eval_mode, input_gradient_norms, interpolate, lipschitz_upper_bound, record_input_shapes, weight_layers
 from ..spectral.power_iteration import LayerOperator, operator_power_iteration
@@ -143,7 +148,7 @@ class SpectralMonitor(L.Callback):
         D, g = module.D, module.g_step
         row = {"g_step": g, "global_step": trainer.global_step}
         layers = weight_layers(D)
-        true, reshaped = {}, {}
+        true, reshaped, certified = {}, {}, {}
         with eval_mode(D):
             for name, shape in self._shapes.items():
                 layer = layers[name]
@@ -160,6 +165,12 @@ class SpectralMonitor(L.Callback):
                 row[f"spectral/{name}/sigma_reshaped"] = reshaped[name]
                 row[f"spectral/{name}/sigma_true"] = true[name]
                 row[f"spectral/{name}/stable_rank"] = float(sv.pow(2).sum()) / max(reshaped[name] ** 2, 1e-30)
+                if spectrum and check_certifiable(layer) is None:
+                    try:
+                        certified[name] = layer_norm_bound(layer, shape, w, n_iter=15)
+                        row[f"spectral/{name}/sigma_certified"] = certified[name]
+                    except NotImplementedError:
+                        pass
                 if spectrum:
                     self._add_spectrum(g, name, "reshaped", sv)
                     if isinstance(layer, torch.nn.Conv2d) and layer.groups == 1 and layer.padding_mode in ("zeros", "circular"):
@@ -169,6 +180,10 @@ class SpectralMonitor(L.Callback):
                         row[f"spectral/{name}/sigma_fft_bound"] = float(f[0])
         row["spectral/lip_upper"] = lipschitz_upper_bound(D, true, self._shapes)[0]
         row["spectral/lip_upper_reshaped"] = lipschitz_upper_bound(D, reshaped, self._shapes)[0]
+        if certified and len(certified) == len(self._shapes):
+            bound, valid, _ = lipschitz_upper_bound(D, certified, self._shapes)
+            if valid:
+                row["spectral/lip_certified"] = bound
         row.update(self._gradients(trainer, module))
         self.seconds += time.perf_counter() - t0
         row["spectral/seconds"] = self.seconds
