@@ -76,18 +76,17 @@ def test_crafted_cifar_batch_runs_no_code_and_is_refused(tmp_path, kind, where):
     assert not marker.exists(), "unpickling the batch ran the payload"
 
 
-def test_crafted_cifar_batch_through_the_cli_is_a_one_line_failure(tmp_path):
+def test_crafted_cifar_batch_fails_the_run_as_a_user_error(tmp_path):
     root = make_cifar10(tmp_path / "cifar", n_per_batch=4)
     marker = tmp_path / "PWNED"
     bad = root / "cifar-10-batches-py" / "data_batch_1"
     bad.write_bytes(pickle.dumps(_payloads(marker)["os.system"]))
-    result = run_cli("src.train", "data=cifar10", f"data.root={root}", "data.download=false", *FAST, run_dir=tmp_path / "run")
+    summary = train_in_process(["data=cifar10", f"data.root={root}", "data.download=false", *FAST], tmp_path / "run")
     assert not marker.exists()
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert str(bad) in last and "not a CIFAR-10 batch" in last, last
-    assert result.summary["status"] == "failed" and str(bad) in result.summary["error"]
+    assert summary["status"] == "failed" and summary["error_kind"] == "user"  # the CLI: exit 2, this line on stderr
+    error = summary["error"]
+    assert "\n" not in error and str(bad) in error and "not a CIFAR-10 batch" in error and "posix.system" in error, error
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 class _Py2Pickler(pickle._Pickler):
@@ -341,14 +340,13 @@ def test_decompression_bomb_is_refused(tmp_path, side):
     one_line(info, str(bomb), "PIL's pixel limit")
 
 
-def test_decompression_bomb_through_the_cli(tmp_path):
+def test_decompression_bomb_fails_the_run_as_a_user_error(tmp_path):
     root = make_image_folder(tmp_path / "imgs", n=3, size=16)
     _png_header_only(root / "bomb.png", 20_000, 20_000)
-    result = run_cli("src.train", "data=image_folder", f"data.root={root}", "data.resolution=16", "data.batch_size=2",
-                     "data.cache=false", *FAST, run_dir=tmp_path / "run")
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    last = result.stderr.strip().splitlines()[-1]
-    assert "bomb.png" in last and "pixel limit" in last, last
+    summary = train_in_process(["data=image_folder", f"data.root={root}", "data.resolution=16", "data.batch_size=2",
+                                "data.cache=false", *FAST], tmp_path / "run")
+    assert summary["status"] == "failed" and summary["error_kind"] == "user"
+    assert "\n" not in summary["error"] and "bomb.png" in summary["error"] and "pixel limit" in summary["error"]
 
 
 def test_bad_image_inside_a_streaming_worker_is_one_line(tmp_path):
@@ -374,6 +372,23 @@ def test_non_utf8_data_root_works(tmp_path):
     assert torch.equal(folder_dm(root).load().data, data)
 
 
+def test_missing_non_utf8_data_root_is_one_printable_line(tmp_path):
+    root = os.fsdecode(os.fsencode(str(tmp_path)) + b"/nowhere\xff")
+    with pytest.raises(DataError) as info:
+        folder_dm(root).load()
+    message = one_line(info, "nowhere\\xff", "does not exist")
+    message.encode("utf-8")  # no surrogates left: loggable and printable
+
+
+def test_non_utf8_data_root_trains(tmp_path):
+    root = Path(os.fsdecode(os.fsencode(str(tmp_path)) + b"/imgs\xff"))
+    make_image_folder(root, n=4, size=16)
+    summary = train_in_process(["data=image_folder", f"data.root='{root}'", "data.resolution=16", "data.batch_size=2", *FAST],
+                               tmp_path / "run")
+    assert summary["status"] == "completed", summary["error"]
+
+
+@pytest.mark.slow
 def test_non_utf8_data_root_through_the_cli(tmp_path):
     root = Path(os.fsdecode(os.fsencode(str(tmp_path)) + b"/imgs\xff"))
     make_image_folder(root, n=4, size=16)

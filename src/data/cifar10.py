@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .paths import printable
 
 log = logging.getLogger(__name__)
 
@@ -123,5 +124,5 @@ def load_cifar10(root: str, split: str = "train", download: bool = True) -> torc
             unofficial.append(name)
     if unofficial:
         log.warning("CIFAR-10 files %s in %s differ from the official ones (md5): fine for a re-packed copy, "
-                    "otherwise re-extract cifar-10-python.tar.gz", ", ".join(unofficial), folder)
+                    "otherwise re-extract cifar-10-python.tar.gz", ", ".join(unofficial), printable(folder))
     return torch.from_numpy(np.concatenate(arrays))

@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..errors import ConfigError, DataError
+from .paths import printable
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,15 @@ class GANDataModule(L.LightningDataModule):
         """Load the dataset into host memory (idempotent). Raises DataError with a one-line message."""
         if self.data is not None:
             return self
+        try:
+            return self._load()
+        except DataError as exc:  # a non-UTF-8 path in the message must not break the log or stdout
+            message = printable(str(exc))
+            if message == str(exc):
+                raise
+            raise DataError(message) from None
+
+    def _load(self) -> "GANDataModule":
         if self.name == "toy2d":
             from .toy2d import sample_toy2d
 
@@ -150,7 +160,7 @@ class GANDataModule(L.LightningDataModule):
             tensor, problem = read_cache_entry(path)
             if tensor is not None:
                 return tensor
-            log.warning("cache entry %s %s; re-decoding it", path, problem)
+            log.warning("cache entry %s %s; re-decoding it", printable(path), problem)
         tensor = build()
         write_cache_entry(path, tensor)
         return tensor
@@ -189,7 +199,7 @@ class GANDataModule(L.LightningDataModule):
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         if isinstance(batch, dict) and "error" in batch:  # a streaming worker could not decode an image
-            raise DataError(batch["error"])
+            raise DataError(printable(batch["error"]))
         if isinstance(batch, dict) and "end" in batch:  # a streamed step batch, about to be used by training_step
             self.stream_position = int(batch["end"])
             return {"real": batch["real"].to(device, non_blocking=True), "end": batch["end"]}
@@ -286,7 +296,7 @@ def write_cache_entry(path: Path, tensor: torch.Tensor) -> None:
         torch.save({"images": tensor, "sha256": tensor_sha256(tensor), "format": CACHE_FORMAT}, tmp)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # unwritable or full cache dir: train without the cache
-        log.warning("could not write the data cache %s (%s); continuing without it", path, exc)
+        log.warning("could not write the data cache %s (%s); continuing without it", printable(path), printable(exc))
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
