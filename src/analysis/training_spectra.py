@@ -28,6 +28,7 @@ import argparse
 import csv
 import json
 import math
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -207,6 +208,9 @@ def summarize(results: dict) -> list:
             row["grad_real_mean_end"] = f"{last['spectral/grad_norm_real_mean']:.3g}"
             row["grad_interp_mean_end"] = f"{last['spectral/grad_norm_interp_mean']:.3g}"
             row["stable_rank_mean_end"] = round(sum(last[f"spectral/{n}/stable_rank"] for n in _layers(h)) / len(_layers(h)), 2)
+            gaps = [r["spectral/d_real_mean"] - r["spectral/d_fake_mean"] for r in h if r["g_step"] > 0 and "spectral/d_real_mean" in r]
+            if gaps:  # D's mean logit on real minus on generated images, median over the measurements after step 0
+                row["logit_gap_median"] = f"{statistics.median(gaps):.3g}"
         finals = _final_spectra(res["spectra"])
         if finals:  # share of singular values above 10% of the largest, averaged over layers with > 16 values
             shares = [float((s["values"] > 0.1).float().mean()) for s in finals.values() if s["n"] > 16]
