@@ -119,3 +119,22 @@ def test_bad_arguments_are_one_line(digits_run, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(run_dir), "--n", "3", "--out", str(tmp_path / "empty"), "--device", "cpu"]) == 0
     assert len(list((tmp_path / "empty").iterdir())) == 3
+
+
+def test_a_2d_run_is_refused(tmp_path, capsys):
+    """A toy run's checkpoint (built here rather than trained: same run_config and G.* weights) holds no images."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from conftest import compose_config
+
+    cfg = OmegaConf.to_container(compose_config(["data=toy2d"], run_dir=tmp_path), resolve=True)
+    config = {k: cfg[k] for k in ("arch", "data", "z_dim", "metrics", "optim")}
+    G, _ = instantiate({k: v for k, v in config["arch"].items() if k != "name"}, z_dim=config["z_dim"], data_shape=(2,))
+    (tmp_path / "toy" / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {f"G.{k}": v for k, v in G.state_dict().items()}, "run_config": config},
+               tmp_path / "toy" / "checkpoints" / "last.ckpt")
+    assert main([str(tmp_path / "toy"), "--n", "5", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a run on 2-D points (data=toy2d), not images" in err[0]
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.partial-*"))

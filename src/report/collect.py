@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ..summary import method_fields
 from .sweep import read_multirun
 
 # Overrides the summary already records, or that do not change what is being compared.
@@ -113,13 +114,11 @@ def _from_job_config(run_dir: Path, path: str) -> Run:
             setattr(run, attr, OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False))
         except Exception:
             pass
-    try:
-        penalty = OmegaConf.select(cfg, "penalty.name", default=None, throw_on_resolution_failure=False)
+    try:  # the "penalty" and "method" the job's summary would have carried, by the summary writer's own rule
+        fields = method_fields(cfg)
+        run.penalty, run.base_method = fields["penalty"], fields["method"]
     except Exception:
-        penalty = None
-    if penalty not in (None, "none") and run.regularizer is not None:
-        # the label the job's summary would have carried (summary "method": "<regularizer>+<penalty>")
-        run.penalty, run.base_method = str(penalty), f"{run.regularizer}+{penalty}"
+        pass
     return run
 
 
