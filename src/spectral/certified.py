@@ -129,8 +129,10 @@ class ConvCertifier:
         c = self.side
         per = max(1, chunk_bytes // (16 * c * c))
         chunks = [torch.arange(s, min(s + per, self.n_freq)) for s in range(0, self.n_freq, per)]
-        cache = {} if len(chunks) == 1 else None  # small layers: assemble G once for both passes
-        get = (lambda idx: cache.setdefault(int(idx[0]), self.grams(m, idx))) if cache is not None else (lambda idx: self.grams(m, idx))
+        full = self.grams(m, chunks[0]) if len(chunks) == 1 else None  # small layers: assemble G once for all passes
+
+        def get(idx):
+            return full[idx] if full is not None else self.grams(m, idx)
         if method == "gram":
             best = max(float(gram_iteration_bound(get(idx), gram_iter).max()) for idx in chunks)
             return math.sqrt(best + eta)  # G's rounding error, on the squared norm
