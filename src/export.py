@@ -77,8 +77,9 @@ def export(run: str, n: int, out: str, seed: int | None = None, batch_size: int 
     try:
         dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         torch.empty(0, device=dev)
-    except (RuntimeError, ValueError) as exc:
-        raise UserError(f"--device {device}: {str(exc).splitlines()[0][:200]}") from None
+    except Exception as exc:  # an unknown name, or CUDA asked for on a machine without it
+        raise UserError(f"--device {device}: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}; "
+                        f"valid: cpu, or cuda / cuda:N on a machine with a GPU") from None
     sample = sampler(generator, config["z_dim"], dev)
     digits = max(6, len(str(n - 1)))
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
@@ -88,7 +89,11 @@ def export(run: str, n: int, out: str, seed: int | None = None, batch_size: int 
             torch.manual_seed(seed)  # the evaluator's noise: one randn per batch after this seed
             index = 0
             for start in range(0, n, batch_size):
-                images = to_uint8(sample(min(batch_size, n - start))).permute(0, 2, 3, 1).numpy()
+                batch = sample(min(batch_size, n - start))
+                if not bool(torch.isfinite(batch).all()):  # uint8 conversion would hide it as black pixels
+                    raise UserError(f"the generator of {ckpt_path} outputs non-finite values (a diverged run?); "
+                                    f"nothing was written")
+                images = to_uint8(batch).permute(0, 2, 3, 1).numpy()
                 for image in images:
                     Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(
                         tmp / f"{index:0{digits}d}.{fmt}", format=fmt.upper())

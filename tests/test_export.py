@@ -138,3 +138,19 @@ def test_a_2d_run_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a run on 2-D points (data=toy2d), not images" in err[0]
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.partial-*"))
+
+
+def test_a_diverged_generator_and_a_missing_gpu_are_refused(digits_run, tmp_path, capsys):
+    run_dir, _ = digits_run
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    bias = next(k for k in ckpt["state_dict"] if k.startswith("G.") and k.endswith("bias"))
+    ckpt["state_dict"][bias] = torch.full_like(ckpt["state_dict"][bias], float("nan"))
+    torch.save(ckpt, tmp_path / "nan.ckpt")
+    assert main([str(tmp_path / "nan.ckpt"), "--n", "5", "--out", str(tmp_path / "o"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "outputs non-finite values" in err[0]
+    assert not (tmp_path / "o").exists() and [p.name for p in tmp_path.iterdir()] == ["nan.ckpt"]
+    if not torch.cuda.is_available():
+        assert main([str(run_dir), "--n", "5", "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --device cuda: ") and "valid: cpu" in err[0]
