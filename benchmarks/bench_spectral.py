@@ -68,6 +68,41 @@ def bench_fft(threads, reps: int = 2) -> tuple:
     return rows, best
 
 
+def bench_certified(reps: int = 1) -> list:
+    """Certified bound vs exact norm: the 512 -> 512 3x3 conv at 32x32 (circular, stride 1; exact = max
+    of the full FFT spectrum, structured Gram + eigvalsh) and the SN-GAN standard CNN's D layers at
+    32x32 (zero padding, their strides; exact = Lanczos-converged operator norm, float64)."""
+    from torch import nn
+
+    from src.spectral.certified import conv_norm_bound
+    from src.spectral.exact import conv_singular_values_fft
+    from src.spectral.power_iteration import LayerOperator, operator_norm
+
+    rows = []
+    torch.manual_seed(0)
+    big = nn.Conv2d(512, 512, 3, 1, 1, padding_mode="circular", bias=False)
+    nn.init.normal_(big.weight, 0, 0.02)
+    t0 = time.perf_counter()
+    exact = float(conv_singular_values_fft(big.weight.detach(), 32, method="gram")[0])
+    t_exact = time.perf_counter() - t0
+    for method in ("cholesky", "gram"):
+        t0 = time.perf_counter()
+        bound = conv_norm_bound(big, (512, 32, 32), method=method)
+        rows.append((f"512->512 3x3 @32 circular, {method}", exact, t_exact, bound, time.perf_counter() - t0))
+    for c_in, c_out, k, s, n in [(3, 64, 3, 1, 32), (64, 64, 4, 2, 32), (64, 128, 3, 1, 16), (128, 128, 4, 2, 16),
+                                 (128, 256, 3, 1, 8), (256, 256, 4, 2, 8), (256, 512, 3, 1, 4)]:
+        layer = nn.Conv2d(c_in, c_out, k, s, 1)
+        nn.init.normal_(layer.weight, 0, 0.02)
+        t0 = time.perf_counter()
+        exact = operator_norm(LayerOperator(layer, (c_in, n, n)), tol=1e-9)
+        t_exact = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        bound = conv_norm_bound(layer, (c_in, n, n))
+        rows.append((f"{c_in}->{c_out} {k}x{k} s{s} p1 @{n}", exact, t_exact, bound, time.perf_counter() - t0))
+        print(rows[-1], flush=True)
+    return rows
+
+
 def bench_callback(overrides, label: str, reps: int = 2) -> dict:
     """Train the same run without and with the monitor, alternating, ``reps`` times each; keep the
     fastest of each (the least disturbed by the other users of the machine)."""
@@ -115,6 +150,16 @@ def main(argv=None):
              "per-frequency complex products (5.8e11 flops); what is left is eigvalsh, which runs on one "
              "worker thread per core over the frequencies (batch parallelism beats MKL's threads inside "
              "each 512x512 call).", ""]
+    cert = bench_certified()
+    body += ["### Certified upper bounds (src.spectral.certified)", "",
+             "| layer (input) | exact norm | exact s | certified bound | bound / exact | certified s | speed-up |", "|---|---|---|---|---|---|---|"]
+    body += [f"| {name} | {ex:.5f} | {te:.2f} | {b:.5f} | {b / ex:.4f} | {tb:.2f} | {te / tb:.1f}x |" for name, ex, te, b, tb in cert]
+    body += ["", "Exact: the 512-channel row takes the largest of the full FFT spectrum (the table above); the SN-GAN "
+             "layer rows a Lanczos-converged float64 norm of the zero-padded strided operator (not a certificate). "
+             "Certified: float64 per-frequency Cholesky certificates (\"cholesky\", tol 0.5%) or 6 Gram iterations "
+             "(\"gram\", Delattre et al. 2023) on the padded torus, polyphase for strides. Neither reaches 10x on "
+             "this CPU for the 512-channel layer: every certificate needs O(c^3) work per frequency, as the "
+             "eigenvalue solver does; the excess on the 4x4-input layer is the padded torus' border effect.", ""]
     print("\n".join(body))
     if not args.skip_training:
         body += ["### SpectralMonitor overhead at its default frequency (every 100 steps, spectra every 1000)", "",
