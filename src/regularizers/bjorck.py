@@ -8,9 +8,9 @@ value, min(|W|_F, sqrt(|W|_1 |W|_inf)) >= sigma_max, so every singular value lie
     W <- W (3/2 I - 1/2 W^T W)
 
 which maps each singular value s to s (3 - s^2) / 2: fixed point 1, quadratic convergence near it,
-x1.5 per step for small s. The product is formed with the smaller Gram matrix (W W^T W computed as
-(W W^T) W when d_out < d_in), so a wide matrix gets orthonormal rows and a tall one orthonormal
-columns: every singular value of W_mat converges to 1. The iterations are differentiated through
+x1.5 per step for small s. A wide matrix gets orthonormal rows and a tall one orthonormal columns:
+every singular value of W_mat converges to 1. The iteration runs on the smaller Gram side (m x m
+matrices, see ``bjorck_orthonormalize``): the same iterates, several times cheaper for conv kernels. The iterations are differentiated through
 by autograd, as in the paper; they run in float32 even under mixed precision.
 
 wrap also initialises each raw weight orthogonally (nn.init.orthogonal_ on W_mat), as Anil et al.
@@ -38,13 +38,32 @@ def scale_bound(w: torch.Tensor) -> torch.Tensor:
 
 def bjorck_orthonormalize(w: torch.Tensor, iterations: int = 20, eps: float = 1e-12) -> torch.Tensor:
     """The closest orthonormal matrix to the 2-D ``w`` (its polar factor), by first-order Björck
-    iteration after scaling; differentiable."""
+    iteration after scaling; differentiable.
+
+    Run in the space of the smaller Gram matrix: with w wide (a tall one is transposed), every
+    iterate is W_k = P_k W_0 for an m x m matrix P_k (m = the smaller side), and
+    W_k W_k^T W_k = P_k G P_k^T P_k W_0 with G = W_0 W_0^T, so
+    P_{k+1} = 3/2 P_k - 1/2 (P_k G P_k^T) P_k gives exactly the iterates of W <- W (3/2 I - 1/2 W^T W)
+    at 3 m^3 per step instead of 2 m^2 n: with 20 steps and the one-time G and P W products, 2.6x
+    fewer operations for the standard CNN's 512 x 2304 kernel, 7x for 256 x 4096 (and for their
+    gradients). Used when 3 m < 2 n; near-square
+    matrices iterate on W directly.
+    """
+    tall = w.shape[0] > w.shape[1]
+    if tall:
+        w = w.t()
     w = w / scale_bound(w).clamp_min(eps)
-    wide = w.shape[0] < w.shape[1]
-    for _ in range(iterations):
-        wwtw = (w @ w.t()) @ w if wide else w @ (w.t() @ w)  # the smaller Gram matrix
-        w = 1.5 * w - 0.5 * wwtw
-    return w
+    m, n = w.shape
+    if 3 * m < 2 * n:  # Gram space is cheaper
+        gram = w @ w.t()
+        p = torch.eye(m, device=w.device, dtype=w.dtype)
+        for _ in range(iterations):
+            p = 1.5 * p - 0.5 * ((p @ gram) @ p.t()) @ p
+        w = p @ w
+    else:  # near-square: iterate on W itself (also better conditioned: G squares W's condition number)
+        for _ in range(iterations):
+            w = 1.5 * w - 0.5 * (w @ w.t()) @ w
+    return w.t() if tall else w
 
 
 class BjorckOrthonormal(nn.Module):
