@@ -1,0 +1,131 @@
+"""SIGTERM / SIGINT: a checkpoint at the current generator step, status "interrupted", a non-zero exit,
+and a rerun that continues as if nothing had happened (weights, logs, timing); sweeps stop and resume."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+ARGS = ["steps=30", "checkpoint.every=10", "samples.every=0", "log_every=5", "trainer.deterministic=true",
+        "trainer.enable_progress_bar=false", "metrics=none", "callbacks.spectral.every=10"]
+
+# The child sends itself a signal at the start of a given generator step (inside the step, as a
+# scheduler's signal would arrive), so the test knows exactly where the run was. Nothing in src/ knows.
+SIGNALLER = textwrap.dedent("""
+    import os, signal, sys
+    from src.module import GAN
+    original = GAN.training_step
+    def training_step(self, batch, batch_idx):
+        if self.g_step == int(os.environ["SIGNAL_AT_STEP"]):
+            os.kill(os.getpid(), getattr(signal, os.environ["SIGNAL_NAME"]))
+        return original(self, batch, batch_idx)
+    GAN.training_step = training_step
+    import runpy
+    sys.argv = ["src/train.py", *sys.argv[1:]]
+    runpy.run_module("src.train", run_name="__main__", alter_sys=True)
+""")
+
+
+def train(args, signal_at=None, signal_name="SIGTERM"):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if signal_at is None:
+        cmd = [sys.executable, "-m", "src.train", *args]
+    else:
+        cmd = [sys.executable, "-c", SIGNALLER, *args]
+        env.update(SIGNAL_AT_STEP=str(signal_at), SIGNAL_NAME=signal_name)
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def summary(run_dir):
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def last(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def csv_steps(run_dir, column):
+    with open(run_dir / "logs" / "metrics.csv", newline="") as f:
+        return [int(float(r["step"])) for r in csv.DictReader(f) if r.get(column) not in (None, "")]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The uninterrupted run both signals are compared with."""
+    run = tmp_path_factory.mktemp("straight") / "run"
+    assert train([*ARGS, f"hydra.run.dir={run}"]).returncode == 0
+    return run
+
+
+@pytest.mark.parametrize("name,code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_signal_checkpoints_the_current_step_and_the_rerun_continues_exactly(tmp_path, straight, name, code):
+    stopped = tmp_path / "stopped"
+
+    proc = train([*ARGS, f"hydra.run.dir={stopped}"], signal_at=13, signal_name=name)
+    assert proc.returncode == code, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    message = proc.stderr.strip().splitlines()[-1]
+    assert f"interrupted by {name} at generator step 14" in message and "resume" in message
+    s = summary(stopped)
+    assert s["status"] == "interrupted" and s["steps"] == 14 and s["exit_code"] == code
+    n_dis = s["n_dis"]
+    # the checkpoint holds the step the signal arrived in, finished: not the step-10 periodic one
+    assert last(stopped)["global_step"] == 14 * (n_dis + 1)
+    assert s["timing"]["total_sec"] > 0
+
+    proc = train([*ARGS, f"hydra.run.dir={stopped}"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = last(straight), last(stopped)
+    assert a["global_step"] == b["global_step"] == 30 * (n_dis + 1)
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    resumed, whole = summary(stopped), summary(straight)
+    assert resumed["status"] == "completed" and resumed["steps"] == 30
+    assert resumed["metrics"] == whole["metrics"]
+    assert resumed["timing"]["segments"] == 2 and whole["timing"]["segments"] == 1
+    assert resumed["timing"]["total_sec"] > s["timing"]["total_sec"]
+    # the logs read as one run's: every logged step once, in order, on the generator-step axis
+    assert csv_steps(stopped, "loss/d") == csv_steps(straight, "loss/d") == [1, 5, 10, 15, 20, 25, 30]
+
+
+def test_sweep_stops_on_sigterm_and_its_relaunch_resumes_it(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *ARGS, "steps=12", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    proc = train(args, signal_at=5)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert str(sweep) in proc.stderr.strip().splitlines()[-1]  # says where to relaunch
+    assert summary(sweep / "0")["status"] == "interrupted"
+    assert not (sweep / "1" / "summary.json").exists()  # the sweep stopped: no later job ran
+
+    proc = train(args)  # the same command: job 0 resumes, job 1 runs
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first, second = summary(sweep / "0"), summary(sweep / "1")
+    assert first["status"] == second["status"] == "completed"
+    assert first["steps"] == second["steps"] == 12
+    assert first["timing"]["segments"] == 2 and second["timing"]["segments"] == 1
+
+
+@pytest.mark.slow
+def test_sigterm_from_outside_as_a_scheduler_sends_it(tmp_path):
+    """The issue's reproduction: `python -m src.train steps=400 ... & kill -TERM $!`."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "src.train", "steps=5000", "metrics=none", "trainer.enable_progress_bar=false",
+                             f"hydra.run.dir={run}"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "summary.json").exists():  # "running" once training starts
+        time.sleep(0.5)
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-2000:]
+    s = summary(run)
+    assert s["status"] == "interrupted" and 0 < s["steps"] < 5000
+    assert last(run)["global_step"] == s["steps"] * (s["n_dis"] + 1)
