@@ -4,9 +4,12 @@
 
 Standard CNN G and D of the SN paper, batch 64, random CIFAR-sized (3x32x32) data, on this machine's
 CPU. Every regularizer runs through the real training step (src.module.GAN under a Lightning
-Trainer), timed per generator update from a callback. The two gradient penalties are also written
-as a plain hand-written PyTorch loop (no Lightning, no regularizer hooks), with a plain unregularized
-loop for reference, to show what the framework costs.
+Trainer), timed per generator update from a callback; so do lazy R1 ("r1 every=16": R1 on every
+16th D update, gamma x 16) and a weight-side method with a penalty ("sn+r1": regularizer=sn
+penalty=r1). The gradient penalties are also written as a plain hand-written PyTorch loop (no
+Lightning, no regularizer hooks), with a plain unregularized loop for reference, to show what the
+framework costs; plain R1/R2 take the input gradient from the loss's own forward of D (real or fake
+batch with requires_grad), the usual way to write them by hand.
 
 Configurations are interleaved: each repetition times every configuration once, in an order that
 rotates between repetitions, so load from other processes hits all of them alike; each ratio is
@@ -33,9 +36,12 @@ from src.networks.standard_cnn import StandardCNNDiscriminator, StandardCNNGener
 from src.regularizers import build_regularizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "regularizer"
-REGULARIZERS = ["none", "sn", "sn_conv", "weight_clip", "wgan_gp", "dragan", "weight_norm", "orthonormal", "batch_norm", "layer_norm"]
-PLAIN = ["plain none", "plain wgan_gp", "plain dragan"]
-TARGETS = {"sn": 1.05, "sn_conv": 1.15}
+REGULARIZERS = ["none", "sn", "sn_conv", "weight_clip", "wgan_gp", "dragan", "weight_norm", "orthonormal", "batch_norm", "layer_norm",
+                "r1", "r2", "wgan_lp", "r1 every=16", "sn+r1", "sn_gram", "bjorck", "aol"]
+GRADIENT_PENALTIES = ["wgan_gp", "dragan", "wgan_lp", "r1", "r2"]
+PLAIN = ["plain none"] + [f"plain {p}" for p in GRADIENT_PENALTIES]
+TARGETS = {"sn": 1.05, "sn_conv": 1.15, "r1 every=16": 1.05, "aol": 1.10, "sn_gram": 1.25}
+WASSERSTEIN = ("wgan_gp", "wgan_lp")
 BATCH, RES, Z_DIM, POOL = 64, 32, 128, 1024
 
 
@@ -66,18 +72,29 @@ class _BatchTimer(L.Callback):
         self.times.append(_since(self._t))
 
 
+def build(name: str):
+    """The regularizer of a row: "sn", "sn+r1" (regularizer=sn penalty=r1), "r1 every=16" (a key set)."""
+    name, *keys = name.split()
+    weight_side, _, penalty = name.partition("+")
+    cfg = OmegaConf.load(CONF / f"{weight_side}.yaml")
+    pen = OmegaConf.load(CONF / f"{penalty}.yaml") if penalty else None
+    for key in keys:
+        k, v = key.split("=")
+        (pen if pen is not None else cfg)[k] = int(v)
+    return build_regularizer(cfg, pen)
+
+
 class FrameworkRunner:
     """One regularizer through src.module.GAN's training step (one batch = one generator update)."""
 
     def __init__(self, name: str, n_dis: int = 1, seed: int = 0):
         torch.manual_seed(seed)
-        cfg = OmegaConf.load(CONF / f"{name}.yaml")
-        reg = build_regularizer(cfg)
+        reg = build(name)
         g, d = StandardCNNGenerator(Z_DIM, RES, 3), StandardCNNDiscriminator(RES, 3)
         self.dm = random_data(seed)
         example = self.dm.sample(2, torch.Generator().manual_seed(0))
         optim = {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_dis": n_dis, "lr_decay": "none"}
-        self.module = GAN(g, d, reg, get_loss(cfg.default_loss), optim, z_dim=Z_DIM, batch_size=BATCH, steps=10**6,
+        self.module = GAN(g, d, reg, get_loss(reg.default_loss), optim, z_dim=Z_DIM, batch_size=BATCH, steps=10**6,
                           seed=seed, example_input=example, log_every=10**6)
         self.n_dis = n_dis
 
@@ -104,7 +121,7 @@ class PlainRunner:
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.data = random_data(seed).data
         self.penalty, self.n_dis = penalty, n_dis
-        self.wasserstein = penalty == "wgan_gp"
+        self.wasserstein = penalty in WASSERSTEIN
 
     def set_n_dis(self, n_dis: int) -> None:
         self.n_dis = n_dis
@@ -114,27 +131,41 @@ class PlainRunner:
         return self.data[idx].float() / 127.5 - 1.0
 
     def gp(self, real, fake):
-        if self.penalty == "wgan_gp":
+        if self.penalty in WASSERSTEIN:
             x_hat = real + torch.rand(BATCH, 1, 1, 1) * (fake - real)
         else:  # DRAGAN as the authors' notebook: x_p = x + 0.5 std(x) U[0,1), then interpolate
             x_p = real + 0.5 * real.std() * torch.rand_like(real)
             x_hat = real + torch.rand(BATCH, 1, 1, 1) * (x_p - real)
         x_hat.requires_grad_(True)
         (grad,) = torch.autograd.grad(self.d(x_hat).sum(), x_hat, create_graph=True)
-        return 10.0 * ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+        excess = grad.flatten(1).norm(dim=1) - 1
+        if self.penalty == "wgan_lp":
+            excess = excess.clamp(min=0)
+        return 10.0 * (excess ** 2).mean()
+
+    def d_loss(self, real, fake):
+        """The D loss with the penalty. R1/R2 by hand: the input gradient of the loss's own forward."""
+        if self.penalty in ("r1", "r2"):
+            (real if self.penalty == "r1" else fake).requires_grad_(True)
+        d_real, d_fake = self.d(real), self.d(fake)
+        if self.wasserstein:
+            loss = d_fake.mean() - d_real.mean()
+        else:
+            loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        if self.penalty in ("r1", "r2"):
+            out, x = (d_real, real) if self.penalty == "r1" else (d_fake, fake)
+            (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+            loss = loss + 10.0 / 2 * grad.flatten(1).pow(2).sum(1).mean()
+        elif self.penalty != "none":
+            loss = loss + self.gp(real, fake)
+        return loss
 
     def step(self):
         for _ in range(self.n_dis):
             real = self.real()
             with torch.no_grad():
                 fake = self.g(torch.randn(BATCH, Z_DIM))
-            d_real, d_fake = self.d(real), self.d(fake)
-            if self.wasserstein:
-                loss = d_fake.mean() - d_real.mean()
-            else:
-                loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-            if self.penalty != "none":
-                loss = loss + self.gp(real, fake)
+            loss = self.d_loss(real, fake)
             self.opt_d.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_d.step()
@@ -153,41 +184,50 @@ class PlainRunner:
         return times
 
 
-def penalty_step_times(reps: int, log) -> dict:
+def penalty_step_times(reps: int, log, penalties=GRADIENT_PENALTIES) -> dict:
     """CPU seconds of one D update with a penalty: the lab's regularizer vs the same penalty by hand.
 
     The end-to-end rows above carry the whole G/D update, whose noise is of the order of a penalty's
     few-percent differences; this isolates the penalty: same D, same batch, interleaved, median.
+    The lab's D loss is the module's (GAN loss on D(real), D(fake), plus regularizer.penalty);
+    the plain one is PlainRunner.d_loss (R1/R2 reusing the loss's forward).
     """
-    from src.regularizers.dragan import DRAGAN
-    from src.regularizers.wgan_gp import WGANGP
-
     torch.manual_seed(0)
     d = StandardCNNDiscriminator(RES, 3)
     opt = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     real, fake = torch.rand(BATCH, 3, RES, RES) * 2 - 1, torch.rand(BATCH, 3, RES, RES) * 2 - 1
-    plain = PlainRunner("wgan_gp")
+    plain = PlainRunner("none")
     plain.d = d
-    ours = {"wgan_gp": WGANGP(), "dragan": DRAGAN()}
 
-    def step(penalty_fn):
+    def lab_loss(reg, wasserstein):
+        d_real, d_fake = d(real), d(fake)
+        loss = d_fake.mean() - d_real.mean() if wasserstein else F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        return loss + reg.penalty(d, real, fake)
+
+    def plain_loss(pen):
+        plain.penalty, plain.wasserstein = pen, pen in WASSERSTEIN
+        return plain.d_loss(real.clone(), fake.clone())
+
+    def step(loss_fn):
         start = _clock()
-        loss = d(fake).mean() - d(real).mean() + penalty_fn()
+        loss = loss_fn()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         return _since(start)[1]
 
     variants = {}
-    for pen in ("wgan_gp", "dragan"):
-        variants[f"{pen} (lab)"] = lambda pen=pen: ours[pen].penalty(d, real, fake)
-        variants[f"{pen} (plain)"] = lambda pen=pen: (setattr(plain, "penalty", pen), plain.gp(real, fake))[1]
+    for pen in penalties:
+        reg = build(pen)
+        variants[f"{pen} (lab)"] = lambda reg=reg, pen=pen: lab_loss(reg, pen in WASSERSTEIN)
+        variants[f"{pen} (plain)"] = lambda pen=pen: plain_loss(pen)
     out = {k: [] for k in variants}
     for k, f in variants.items():  # warm-up
         step(f)
+    names = list(variants)
     for rep in range(reps):
-        for k, f in variants.items():
-            out[k].append(step(f))
+        for k in names[rep % len(names):] + names[:rep % len(names)]:
+            out[k].append(step(variants[k]))
     log("penalty D steps: " + ", ".join(f"{k} {statistics.median(v):.3f}s" for k, v in out.items()))
     return out
 
@@ -196,7 +236,9 @@ def penalty_table(out: dict) -> str:
     lines = ["One D update with the penalty alone (forward real + fake, penalty, backward, Adam step), CPU time, "
              "median of interleaved repetitions:", "",
              "| penalty | lab (s) | plain (s) | lab / plain |", "|---|---|---|---|"]
-    for pen in ("wgan_gp", "dragan"):
+    for pen in GRADIENT_PENALTIES:
+        if f"{pen} (lab)" not in out:
+            continue
         lab, plain = out[f"{pen} (lab)"], out[f"{pen} (plain)"]
         ratio = statistics.median(a / b for a, b in zip(lab, plain))
         lines.append(f"| {pen} | {statistics.median(lab):.3f} | {statistics.median(plain):.3f} | {ratio:.3f} |")
@@ -240,13 +282,13 @@ def table(results: dict, n_dis_list) -> str:
             base = res["plain none"] if name.startswith("plain ") else res["none"]
             cells.append(f"{median_ratio(res[name], base, 1):.3f} | {median_ratio(res[name], base, 0):.3f} | "
                          f"{statistics.median(t[0] for t in res[name]):.2f}")
-        target = f"≤ {TARGETS[name]:.2f}× none" if name in TARGETS else ("≤ plain loop" if name in ("wgan_gp", "dragan") else "")
+        target = f"≤ {TARGETS[name]:.2f}× none" if name in TARGETS else ("≤ plain loop" if name in GRADIENT_PENALTIES else "")
         rows.append(f"| {name} | " + " | ".join(cells) + f" | {target} |")
     lines = ["\n".join(rows), "",
              "Plain rows are relative to the plain unregularized loop. Framework / plain loop, same penalty and "
              "repetition (median; CPU time, wall in parentheses):", ""]
-    for pen in ("wgan_gp", "dragan", "none"):
-        if pen in results[n_dis_list[0]]:
+    for pen in GRADIENT_PENALTIES + ["none"]:
+        if pen in results[n_dis_list[0]] and "plain " + pen in results[n_dis_list[0]]:
             parts = [f"n_dis={k}: {median_ratio(results[k][pen], results[k]['plain ' + pen], 1):.3f} "
                      f"({median_ratio(results[k][pen], results[k]['plain ' + pen], 0):.3f})" for k in n_dis_list]
             what = " (the Lightning module's own overhead)" if pen == "none" else ""
@@ -259,7 +301,7 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions (median over them)")
     ap.add_argument("--steps", type=int, default=1, help="generator updates timed per configuration per repetition")
     ap.add_argument("--n-dis", type=int, nargs="+", default=[1, 5])
-    ap.add_argument("--only", nargs="+", default=None, help="a subset of regularizers (none and the plain loops are always run)")
+    ap.add_argument("--only", nargs="+", default=None, help="a subset of rows, e.g. r1 'r1 every=16' sn+r1 (none, the plain loop and the plain versions of the chosen penalties always run)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a shared machine)")
     ap.add_argument("--no-write", action="store_true", help="print the table without writing docs/benchmarks.md")
     args = ap.parse_args(argv)
@@ -269,7 +311,7 @@ def main(argv=None):
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
     names = REGULARIZERS if args.only is None else ["none"] + [n for n in args.only if n != "none"]
-    names = names + PLAIN
+    names = names + ["plain none"] + [f"plain {p}" for p in GRADIENT_PENALTIES if p in names]
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     t0 = time.perf_counter()
     runners = {n: make_runner(n) for n in names}
@@ -277,8 +319,9 @@ def main(argv=None):
         r.run(1)
     results = {k: measure(runners, k, args.reps, args.steps, log) for k in args.n_dis}
     body = table(results, args.n_dis)
-    if any(p in names for p in ("wgan_gp", "dragan")):
-        body += "\n\n" + penalty_table(penalty_step_times(max(5, 3 * args.reps), log))
+    penalties = [p for p in GRADIENT_PENALTIES if p in names]
+    if penalties:
+        body += "\n\n" + penalty_table(penalty_step_times(max(5, 3 * args.reps), log, penalties))
     body += (f"\n\nStandard CNN (SN paper Table 3), batch {BATCH}, random {RES}x{RES}x3 data, {args.threads} torch "
              f"thread(s), {args.reps} interleaved repetitions x {args.steps} generator update(s) per configuration; "
              f"ratios are medians of per-repetition ratios; total {time.perf_counter() - t0:.0f} s. CPU time is this "
