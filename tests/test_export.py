@@ -154,3 +154,31 @@ def test_a_diverged_generator_and_a_missing_gpu_are_refused(digits_run, tmp_path
         assert main([str(run_dir), "--n", "5", "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: --device cuda: ") and "valid: cpu" in err[0]
+
+
+@pytest.mark.slow
+def test_scoring_the_export_with_inception_equals_scoring_the_run(tmp_path, cifar_root):
+    """The Inception pipeline (CIFAR-10 layout, 32x32 RGB, random Inception weights): the exported PNGs, scored
+    with --fake, give the run's own scores."""
+    from src.metrics.inception import make_random_inception_weights
+
+    weights = make_random_inception_weights(tmp_path / "inception.pth", seed=0)
+    run_dir = tmp_path / "run"
+    summary = train_in_process(["data=cifar10", f"data.root={cifar_root}", "data.download=false", "data.batch_size=8",
+                                "steps=1", "metrics=fast", "metrics.n_real=24", "metrics.n_fake=20",
+                                "metrics.batch_size=8",
+                                f"metrics.inception_weights={weights}", "callbacks=none", "logger=none", "threads=1"],
+                               run_dir)
+    assert summary["status"] == "completed", summary["error"]
+    out = tmp_path / "fake"
+    assert main([str(run_dir), "--n", "20", "--out", str(out), "--device", "cpu"]) == 0
+    with Image.open(out / "000000.png") as im:
+        assert im.mode == "RGB" and im.size == (32, 32)
+    by_folder = tmp_path / "folder.json"
+    assert evaluate_main(["--fake", str(out), "--real", "cifar10", "--data-root", str(cifar_root), "--protocol", "fast",
+                          "--n-real", "24", "--batch-size", "8", "--inception-weights", str(weights), "--device", "cpu",
+                          "--json", str(by_folder)]) == 0
+    scores = json.loads(by_folder.read_text())
+    assert scores["eval_protocol"]["n_fake"] == 20
+    for key in ("is_mean", "is_std", "fid", "kid_mean", "kid_std"):
+        assert scores[key] == pytest.approx(summary["metrics"][key], rel=1e-5, abs=1e-9), key
