@@ -287,6 +287,8 @@ def _run_locked(cfg: DictConfig, run_dir: Path, summary: dict, guard) -> dict:
             raise RunInterrupted(guard.signum, saved=True, step=module.g_step)
         summary["steps"] = module.g_step
         summary["timing"] = _timing(timer)
+        if trainer.is_global_zero:
+            summary["lipschitz"] = _lipschitz(module, datamodule, cfg.seed)
         # Image evaluators are collectives under DDP (every rank generates, each runs the feature network on
         # its share of the batches, rank 0 gathers and scores): call them on every rank. The toy / none
         # evaluators are cheap and local: rank 0 alone. Only rank 0 writes the summary (below).
@@ -342,6 +344,23 @@ def _run_locked(cfg: DictConfig, run_dir: Path, summary: dict, guard) -> dict:
 
         finish_loggers(trainer.loggers, summary, step=summary.get("steps") or 0)
     return summary
+
+
+def _lipschitz(module, datamodule, seed: int, n: int = 64) -> dict:
+    """D's certified Lipschitz upper bound (product of certified layer bounds, output gain included) and
+    the empirical lower bound (largest |grad_x D| over real, generated and interpolated points) at the end."""
+    import torch
+
+    from .spectral.certified import lipschitz_record
+
+    try:
+        gen = torch.Generator(device=module.device).manual_seed(seed + 4242)
+        real = datamodule.sample(n, gen)
+        fake = module.generate(n, z=torch.randn(n, module.z_dim, generator=gen, device=module.device))
+        record = lipschitz_record(module.D, real, fake, seed=seed)
+    except Exception as exc:  # a record, never a reason to fail a trained run
+        return {"certified_upper": None, "empirical_lower": None, "reason": _one_line(exc)}
+    return {k: record.get(k) for k in ("certified_upper", "empirical_lower", "reason")}
 
 
 def _timing(timer) -> dict:

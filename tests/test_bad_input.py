@@ -40,7 +40,8 @@ def test_unknown_option_names_the_option_and_the_valid_ones(cli, tmp_path):
     result = cli("src.train", *BASE, "regularizer=spectral", run_dir=tmp_path / "run")
     assert result.returncode != 0
     assert "regularizer/spectral" in result.stderr and "sn" in result.stderr
-    assert not (tmp_path / "run" / "summary.json").exists()
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) <= 2  # the error (and where its summary is)
+    assert result.summary["status"] == "failed" and "regularizer/spectral" in result.summary["error"]
 
 
 def test_missing_data_root(cli, tmp_path):

@@ -191,8 +191,8 @@ class SpectralMonitor(L.Callback):
             self.history.pop()
         self.history.append(row)
         scalars = {k: v for k, v in row.items() if k.startswith("spectral/")}
-        for logger in trainer.loggers:
-            logger.log_metrics(scalars, step=trainer.global_step)
+        for logger in trainer.loggers:  # the generator step: the one x-axis of every logged value
+            logger.log_metrics(scalars, step=g)
         return row
 
     def _add_spectrum(self, g, name, kind, values) -> None:

@@ -588,7 +588,7 @@ class EvaluationCallback(L.Callback):
             if trainer.is_global_zero:
                 values = {f"eval/{k}": v for k, v in metrics.items()}
                 for logger in trainer.loggers:
-                    logger.log_metrics({**values, "eval/g_step": step}, step=trainer.global_step)
+                    logger.log_metrics({**values, "eval/g_step": step}, step=step)  # the generator step
                     logger.save()
                 log.info("generator step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         if final:

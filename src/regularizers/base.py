@@ -40,7 +40,7 @@ class Regularizer:
     def require_positive(name: str, value, integer: bool = False, group: str = "regularizer") -> None:
         """A finite positive number (an int-typed one where ``integer``): ``c=inf`` would train an
         unconstrained D and call it clipped, ``iterations=2.0`` would break range()."""
-        kind = "a positive integer" if integer else "a positive finite number"
+        kind = "a positive integer" if integer else "a positive number (finite)"
         if integer:
             ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
         else:

@@ -96,6 +96,10 @@ def _factor(module: nn.Module) -> float | None:
     """Lipschitz constant of a non-weight module in eval mode, or None when it is not bounded/known."""
     if isinstance(module, _ONE_LIPSCHITZ):  # NormSlot is an nn.Identity
         return 1.0
+    from ..networks.activations import GroupSort
+
+    if isinstance(module, GroupSort):  # MaxMin included: a permutation within each group (Anil et al. 2019)
+        return 1.0
     if isinstance(module, nn.LeakyReLU):
         return max(1.0, abs(module.negative_slope))
     if isinstance(module, _BatchNorm) and module.track_running_stats and module.running_var is not None:
