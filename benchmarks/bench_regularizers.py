@@ -199,9 +199,19 @@ def penalty_step_times(reps: int, log, penalties=GRADIENT_PENALTIES) -> dict:
     plain = PlainRunner("none")
     plain.d = d
 
-    def lab_loss(reg, wasserstein):
-        d_real, d_fake = d(real), d(fake)
+    def lab_loss(reg, wasserstein, shared=False):
+        """The module's D loss; ``shared``: D run once at the batch input_grad_at() names, the penalty
+        from that forward (penalty_from_forward), as a training step that supports it does."""
+        x_real, x_fake = real, fake
+        at = reg.input_grad_at() if shared else None
+        if at == "real":
+            x_real = real.detach().requires_grad_(True)
+        elif at == "fake":
+            x_fake = fake.detach().requires_grad_(True)
+        d_real, d_fake = d(x_real), d(x_fake)
         loss = d_fake.mean() - d_real.mean() if wasserstein else F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        if at is not None:
+            return loss + reg.penalty_from_forward(d, x_real, x_fake, d_real, d_fake)
         return loss + reg.penalty(d, real, fake)
 
     def plain_loss(pen):
@@ -221,6 +231,8 @@ def penalty_step_times(reps: int, log, penalties=GRADIENT_PENALTIES) -> dict:
         reg = build(pen)
         variants[f"{pen} (lab)"] = lambda reg=reg, pen=pen: lab_loss(reg, pen in WASSERSTEIN)
         variants[f"{pen} (plain)"] = lambda pen=pen: plain_loss(pen)
+        if hasattr(reg, "input_grad_at"):
+            variants[f"{pen} (shared)"] = lambda reg=reg, pen=pen: lab_loss(reg, pen in WASSERSTEIN, shared=True)
     out = {k: [] for k in variants}
     for k, f in variants.items():  # warm-up
         step(f)
@@ -235,13 +247,24 @@ def penalty_step_times(reps: int, log, penalties=GRADIENT_PENALTIES) -> dict:
 def penalty_table(out: dict) -> str:
     lines = ["One D update with the penalty alone (forward real + fake, penalty, backward, Adam step), CPU time, "
              "median of interleaved repetitions:", "",
-             "| penalty | lab (s) | plain (s) | lab / plain |", "|---|---|---|---|"]
+             "| penalty | lab (s) | plain (s) | lab / plain | lab, one forward (s) | one forward / plain |", "|---|---|---|---|---|---|"]
     for pen in GRADIENT_PENALTIES:
         if f"{pen} (lab)" not in out:
             continue
         lab, plain = out[f"{pen} (lab)"], out[f"{pen} (plain)"]
         ratio = statistics.median(a / b for a, b in zip(lab, plain))
-        lines.append(f"| {pen} | {statistics.median(lab):.3f} | {statistics.median(plain):.3f} | {ratio:.3f} |")
+        row = f"| {pen} | {statistics.median(lab):.3f} | {statistics.median(plain):.3f} | {ratio:.3f} |"
+        shared = out.get(f"{pen} (shared)")
+        if shared:
+            row += f" {statistics.median(shared):.3f} | {statistics.median(a / b for a, b in zip(shared, plain)):.3f} |"
+        else:
+            row += " – | – |"
+        lines.append(row)
+    lines += ["", "lab: the penalty as the training step calls it (regularizer.penalty: its own float32 forward of D at "
+              "the batch). One forward: R1/R2 from the GAN loss's own forward of D at the real (R1) or generated (R2) "
+              "batch, run with requires_grad (regularizer.input_grad_at / penalty_from_forward), as plain R1/R2 are "
+              "written by hand; used by a float32 training step that supports it (under autocast the penalty keeps "
+              "its own float32 forward)."]
     return "\n".join(lines)
 
 

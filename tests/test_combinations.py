@@ -361,3 +361,18 @@ def test_every_job_of_the_family_grids_composes_validates_and_builds(name):
         reg = build_regularizer(cfg.regularizer, cfg.get("penalty"))
         assert reg.name == base_summary(cfg)["method"] == "+".join(combo)
         assert cfg.loss.name == reg.default_loss
+
+
+def test_a_pair_offers_its_penalty_s_shared_forward_and_sums_the_parts():
+    real, fake = batches()
+    d = small_d()
+    combined = Combined(SpectralNorm(), R1(gamma=2.0))
+    combined.wrap(d, real[:2])
+    assert combined.input_grad_at() == "real"
+    assert Combined(SpectralNorm(), WGANGP()).input_grad_at() is None
+    x = real.clone().requires_grad_(True)
+    with parametrize.cached():
+        got = combined.penalty_from_forward(d, x, fake, d(x), d(fake))
+        own = R1(gamma=2.0).penalty(d, real, fake)
+    assert got.item() == pytest.approx(own.item(), rel=1e-5)
+    assert combined.state_dict()["penalty"] == {"d_updates": 1}

@@ -251,3 +251,41 @@ def test_lazy_r1_resume_continues_the_schedule_exactly(tmp_path, monkeypatch):
     assert built[-1].regularizer.state_dict() == {"d_updates": 8}
     for k, v in d_tensors(built[-1]).items():
         torch.testing.assert_close(v, expected[k], rtol=1e-6, atol=1e-7, msg=k)
+
+
+# ---- one forward of D for the loss and the penalty (float32 steps) ---------------------------------------
+
+@pytest.mark.parametrize("cls,batch", [(R1, "real"), (R2, "fake")])
+def test_penalty_from_the_loss_s_own_forward_equals_the_separate_penalty(cls, batch):
+    """What a float32 training step does when input_grad_at() names a batch: D runs once on it with
+    requires_grad; the penalty from those outputs equals penalty()'s own forward, value and gradients."""
+    real, fake = batches(n=5)
+    d_sep, d_shared = nonlinear_d(), nonlinear_d()
+    sep, shared = cls(gamma=4.0), cls(gamma=4.0)
+    assert shared.input_grad_at() == batch
+    sep.penalty(d_sep, real, fake).backward()
+    x_real = real.clone().requires_grad_(batch == "real")
+    x_fake = fake.clone().requires_grad_(batch == "fake")
+    pen = shared.penalty_from_forward(d_shared, x_real, x_fake, d_shared(x_real), d_shared(x_fake))
+    expected = 4.0 / 2 * per_sample_sq_grad_norms(nonlinear_d(), real if batch == "real" else fake).mean()
+    assert pen.item() == pytest.approx(expected.item(), rel=1e-5)
+    pen.backward()
+    for p, q in zip(d_shared.parameters(), d_sep.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7)
+    assert shared.state_dict() == sep.state_dict() == {"d_updates": 1}
+
+
+def test_shared_forward_is_offered_only_on_scheduled_float32_updates():
+    real, fake = batches()
+    d = nonlinear_d()
+    lazy = R1(every=2)
+    assert lazy.input_grad_at() == "real"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert lazy.input_grad_at() is None  # under autocast the penalty keeps its own float32 forward
+    lazy.penalty(d, real, fake)
+    assert lazy.input_grad_at() is None  # off the schedule: nothing to compute
+    # without input gradients on the batch it falls back to penalty() (which keeps the schedule)
+    assert lazy.penalty_from_forward(d, real, fake, d(real), d(fake)) is None
+    assert lazy.penalty_from_forward(d, real, fake, d(real), d(fake)).item() > 0
+    assert lazy.state_dict() == {"d_updates": 3}
+    assert WGANLP().penalty(d, real, fake).item() >= 0 and not hasattr(WGANLP(), "input_grad_at")

@@ -39,6 +39,21 @@ class Combined(Regularizer):
                              self.penalty_part.penalty(discriminator, real, fake)) if t is not None]
         return sum(terms[1:], terms[0]) if terms else None
 
+    def input_grad_at(self) -> str | None:
+        """The penalty part's shared-forward batch (R1/R2, see r1.py) when the weight-side part adds no term."""
+        if type(self.weight_side).penalty is not Regularizer.penalty:
+            return None
+        return getattr(self.penalty_part, "input_grad_at", lambda: None)()
+
+    def penalty_from_forward(self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                             d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor | None:
+        shared = getattr(self.penalty_part, "penalty_from_forward", None)
+        if shared is None:
+            return self.penalty(discriminator, real, fake)
+        terms = [t for t in (self.weight_side.penalty(discriminator, real, fake),
+                             shared(discriminator, real, fake, d_real, d_fake)) if t is not None]
+        return sum(terms[1:], terms[0]) if terms else None
+
     def after_d_step(self, discriminator: nn.Module) -> None:
         self.weight_side.after_d_step(discriminator)
         self.penalty_part.after_d_step(discriminator)

@@ -3,15 +3,10 @@
 R1 at the generated batch of the same D update instead of the real one; the same lazy schedule
 (``every``) and checkpointed counter as R1.
 """
-import torch
-
 from .r1 import R1
 
 
 class R2(R1):
     name = "r2"
     default_loss = "ns"
-
-    def at(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """The generated batch (already detached from G by the training step)."""
-        return fake
+    batch = "fake"  # the generated batch (already detached from G by the training step)
