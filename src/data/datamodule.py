@@ -240,24 +240,28 @@ class GANDataModule(L.LightningDataModule):
         return batch.float().div_(127.5).sub_(1.0)
 
 
-def _positive_int(value):
-    """value as an int when it is a positive integer (an integer-valued float counts), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer() or value <= 0:
-        return None
-    return int(value)
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _write_int(value) -> str:
+    """The hint validation.py gives for an integer-valued float (``64.0``): integer keys take ints."""
+    return f" (write {int(value)}, not {value})" if isinstance(value, float) and value.is_integer() else ""
 
 
 def check_image_options(name: str, resolution, channels, max_images) -> tuple:
-    """One-line ConfigErrors for data.resolution / data.channels / data.max_images; their int values."""
-    if _positive_int(resolution) is None:
-        raise ConfigError(f"data.resolution={resolution!r} is invalid; it must be a positive integer (pixels per side)")
+    """One-line ConfigErrors for data.resolution / data.channels / data.max_images (as validation.py words them)."""
+    if not _positive_int(resolution):
+        raise ConfigError(f"data.resolution={resolution!r} is invalid; it must be a positive integer (pixels per side)"
+                          f"{_write_int(resolution)}")
     valid = CHANNELS.get(name, (1, 3))
-    if _positive_int(channels) not in valid:
+    if not (_positive_int(channels) and channels in valid):
         what = "1 (grayscale) or 3 (RGB)" if valid == (1, 3) else f"{valid[0]}: data={name} has {valid[0]} channel{'s' * (valid[0] > 1)}"
-        raise ConfigError(f"data.channels={channels!r} is invalid; valid: {what}")
-    if max_images is not None and _positive_int(max_images) is None:
-        raise ConfigError(f"data.max_images={max_images!r} is invalid; it must be a positive integer or null (every image)")
-    return int(resolution), int(channels), None if max_images is None else int(max_images)
+        raise ConfigError(f"data.channels={channels!r} is invalid; valid: {what}{_write_int(channels)}")
+    if max_images is not None and not _positive_int(max_images):
+        raise ConfigError(f"data.max_images={max_images!r} is invalid; it must be a positive integer or null (every image)"
+                          f"{_write_int(max_images)}")
+    return resolution, channels, max_images
 
 
 def source_stamp(path: Path) -> bytes:
