@@ -61,6 +61,11 @@ def test_summary_follows_the_design_contract(cli, tmp_path):
     assert 100 < s["resources"]["peak_host_mib"] < 24 * 1024  # torch + lightning alone take a few hundred MiB
     logged = (result.run_dir / "logs" / "metrics.csv").read_text().splitlines()[0]
     assert "loss/d" in logged and "loss/g" in logged
+    # Lightning's messages once each (they used to print through its own handler and Hydra's both)
+    output = result.stdout + result.stderr
+    assert output.count("`Trainer.fit` stopped") == 1, output[-3000:]
+    assert set(s["lipschitz"]) >= {"certified_upper", "empirical_lower"}
+    assert s["lipschitz"]["certified_upper"] >= s["lipschitz"]["empirical_lower"] > 0
 
 
 def test_resume_continues_from_last_checkpoint(cli, tmp_path):

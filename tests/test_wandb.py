@@ -123,3 +123,14 @@ def test_one_offline_run_per_job_with_config_tags_and_summary_and_no_key(tmp_pat
     # the key was in the environment of both jobs; no file of the sweep may hold it
     leaks = [p for p in sweep.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]
     assert leaks == []
+
+
+def test_a_resumed_run_continues_its_wandb_run(no_credentials, tmp_path):
+    from src.loggers import GANWandbLogger
+
+    first = GANWandbLogger(save_dir=str(tmp_path), mode="offline")
+    assert "id" not in first._wandb_init or first._wandb_init["id"] is None
+    (tmp_path / "wandb").mkdir()
+    (tmp_path / "wandb" / "run_id").write_text("abc123\n")  # what the first segment's run left
+    again = GANWandbLogger(save_dir=str(tmp_path), mode="offline")
+    assert again._wandb_init["id"] == "abc123" and again._wandb_init["resume"] == "allow"
