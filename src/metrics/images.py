@@ -90,7 +90,7 @@ class ImageSet:
         pending = []
         for f in self.files:
             with Image.open(f) as im:
-                arr = np.asarray(im.convert("RGB" if self.channels == 3 else "L"), dtype=np.uint8)
+                arr = np.array(im.convert("RGB" if self.channels == 3 else "L"), dtype=np.uint8)  # writable: torch.from_numpy warns otherwise
             t = torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy())
             if pending and (len(pending) == batch_size or pending[0].shape != t.shape):
                 yield torch.stack(pending)  # images of one size per batch: the extractor resizes them together

@@ -22,7 +22,7 @@ DIRECTIONS = {"fid": "min", "kid_mean": "min", "sliced_wasserstein": "min",
 AUTO_ORDER = ["fid", "is_mean", "modes_covered", "sliced_wasserstein", "kid_mean", "high_quality_fraction"]
 REGULARIZER_ORDER = ["none", "sn", "sn_conv", "weight_clip", "wgan_gp", "dragan", "weight_norm", "orthonormal",
                      "batch_norm", "layer_norm"]
-STATUSES = ["completed", "diverged", "failed", "missing", "unreadable"]
+STATUSES = ["completed", "diverged", "failed", "interrupted", "running", "missing", "unreadable"]
 
 
 @dataclass

@@ -25,7 +25,7 @@ _IGNORED_PREFIXES = ("logger", "trainer", "hydra", "metrics", "experiment", "ckp
 @dataclass
 class Run:
     path: str                      # run dir, relative to the input dir it was found under
-    status: str                    # completed | diverged | failed | missing | unreadable
+    status: str                    # completed | diverged | failed | interrupted | running | missing | unreadable
     regularizer: str | None = None
     penalty: str | None = None     # a penalty added to a weight-side regularizer (summary "penalty"), e.g. r1
     base_method: str | None = None  # summary "method" (e.g. "sn+r1"); None in summaries written before it
