@@ -13,7 +13,9 @@ from src.networks.standard_cnn import StandardCNNDiscriminator
 from src.regularizers import build_regularizer
 from src.regularizers.bjorck import Bjorck, bjorck_orthonormalize, scale_bound
 from src.spectral.exact import layer_singular_values
+from tests.conftest import train_in_process
 from tests.test_bad_input import BASE, assert_user_error
+from tests.test_regularizers_train import ARCHS, FAST, built, effective_weights, fresh_module  # noqa: F401 (built: fixture)
 
 
 def dense_layers(d):
@@ -110,3 +112,20 @@ def test_config_builds_it():
 def test_cli_bad_iterations(cli, tmp_path):
     assert_user_error(cli("src.train", *BASE, "regularizer=bjorck", "regularizer.iterations=0", run_dir=tmp_path / "run"),
                       "regularizer.iterations=0", "positive integer")
+
+
+@pytest.mark.parametrize("arch", ["standard_cnn", pytest.param("mlp", marks=pytest.mark.slow)])
+def test_trains_orthonormal_and_its_checkpoint_loads_back(arch, tmp_path, built):
+    """Through the real training loop (parametrize.cached per D update): still orthonormal after
+    training, and a fresh D loaded from the checkpoint has the same effective weights."""
+    overrides = ["regularizer=bjorck", *ARCHS[arch], *FAST, "steps=3"]
+    summary = train_in_process(overrides, tmp_path)
+    assert summary["status"] == "completed", summary["error"]
+    assert summary["regularizer_params"] == {"iterations": 20}
+    trained = built[-1]
+    assert_orthonormal(trained.D)
+    fresh = fresh_module(overrides, tmp_path / "fresh", seed=1234)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    fresh.load_state_dict(ckpt["state_dict"])
+    for a, b in zip(effective_weights(fresh), effective_weights(trained)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
