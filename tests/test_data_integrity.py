@@ -407,3 +407,12 @@ def test_bad_data_values_fail_the_run_before_training(tmp_path, override, needle
     assert summary["status"] == "failed" and summary["error_kind"] == "user", summary  # the CLI: exit 2, one line
     assert needle in summary["error"] and "\n" not in summary["error"]
     assert summary["steps"] == 0 and not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("kw,needle", [({"n_points": -5}, "data.n_points=-5"), ({"n_points": 0}, "data.n_points=0"),
+                                       ({"n_points": 2.5}, "data.n_points=2.5"), ({"std": float("inf")}, "data.std=inf"),
+                                       ({"std": float("nan")}, "data.std=nan")])
+def test_bad_toy_values_are_refused(kw, needle):
+    with pytest.raises(ConfigError) as info:
+        GANDataModule(name="toy2d", batch_size=4, **kw)
+    one_line(info, needle, "positive")

@@ -69,6 +69,9 @@ class GANDataModule(L.LightningDataModule):
             from .toy2d import resolve_std
 
             std = resolve_std(variant, std)
+            if not _positive_int(n_points):
+                raise ConfigError(f"data.n_points={n_points!r} is invalid; it must be a positive integer (the size of the "
+                                  f"toy data pool){_write_int(n_points)}")
         self.split, self.download, self.variant, self.std, self.n_points = split, download, variant, std, n_points
         self.max_images, self.cache, self.data_seed = max_images, cache, data_seed
         # uint8 images (N, C, H, W) or float32 points (N, 2); streaming: a FolderImages, decoded on access

@@ -15,8 +15,8 @@ def resolve_std(variant: str, std: float | None) -> float:
     mode_centers(variant)  # validates the variant name
     if std is None:
         return DEFAULT_STD[variant]
-    if not isinstance(std, (int, float)) or isinstance(std, bool) or std <= 0:
-        raise ConfigError(f"data.std={std!r} is invalid; it must be a positive number (or null for the variant's default)")
+    if not isinstance(std, (int, float)) or isinstance(std, bool) or not math.isfinite(std) or std <= 0:
+        raise ConfigError(f"data.std={std!r} is invalid; it must be a positive finite number (or null for the variant's default)")
     return float(std)
 
 
