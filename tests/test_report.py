@@ -267,3 +267,18 @@ def test_methods_are_grouped_by_the_summarys_method(tmp_path):
     assert best["sn+r1"]["runs_missing"] == "1" and best["sn"]["runs_missing"] == "0"
     md = (out / "report.md").read_text()
     assert "| sn+r1 | ns | A |" in md
+
+
+def test_interrupted_and_running_runs_are_counted_as_such_not_as_results(tmp_path):
+    s = tmp_path / "s"
+    write_multirun(s, {"seed": "0,1,2"}, ["regularizer=sn", "optim=A"])
+    write_job(s / "0", ["seed=0"], summary("sn", "A", 0, fid=30.0, is_mean=7.0, sec=0.1))
+    write_job(s / "1", ["seed=1"], summary("sn", "A", 1, status="interrupted", sec=0.1,
+                                           error="interrupted by SIGTERM at generator step 7 (checkpoint saved)"))
+    write_job(s / "2", ["seed=2"], summary("sn", "A", 2, status="running", sec=0.1))
+    out = build_report([s], tmp_path / "rep")["out"]
+    status = {(r["method"], r["setting"]): r for r in read_csv(out / "status.csv")}[("sn", "A")]
+    assert (status["completed"], status["interrupted"], status["running"]) == ("1", "1", "1")
+    cells = {(r["method"], r["setting"], r["metric"]): r for r in read_csv(out / "cells.csv")}
+    assert cells[("sn", "A", "fid")]["n"] == "1"  # only the completed run scores
+    assert "1 interrupted" in (out / "report.md").read_text()
