@@ -269,6 +269,10 @@ def _run_locked(cfg: DictConfig, run_dir: Path, summary: dict, guard) -> dict:
         previous = read_summary(run_dir)
     except (OSError, ValueError):
         pass
+    if cfg.get("skip_completed") and _already_done(previous, cfg):
+        # a relaunched study: this job finished before; its record and checkpoint stand as they are
+        log.info("skipping %s: already completed (%s generator steps)", run_dir, previous.get("steps"))
+        return dict(previous, skipped=True)
     try:
         _remove_leftovers(run_dir)
         if previous is None:  # a new run dir: its config now, so a run that fails below is still on record
@@ -361,6 +365,15 @@ def _lipschitz(module, datamodule, seed: int, n: int = 64) -> dict:
     except Exception as exc:  # a record, never a reason to fail a trained run
         return {"certified_upper": None, "empirical_lower": None, "reason": _one_line(exc)}
     return {k: record.get(k) for k in ("certified_upper", "empirical_lower", "reason")}
+
+
+def _already_done(previous: dict | None, cfg: DictConfig) -> bool:
+    """A completed summary of this same job (the method, setting, seed and length asked for now)."""
+    if not previous or previous.get("status") != "completed":
+        return False
+    wanted = base_summary(cfg)
+    keys = ("method", "regularizer", "penalty", "loss", "optim", "lr", "beta1", "beta2", "n_dis", "arch", "data", "seed")
+    return all(previous.get(k) == wanted.get(k) for k in keys) and previous.get("steps") == cfg.steps
 
 
 def _timing(timer) -> dict:
