@@ -16,11 +16,12 @@ install: $(BIN)/activate
 run: install
 	$(BIN)/python -m src.train $(ARGS)
 
+# the suite runs on both cores (pytest-xdist); a file's tests stay on one worker (module fixtures, DDP ports)
 test: install
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(ARGS)
 
 test-all: install
-	$(BIN)/python -m pytest -q -m '' $(ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m '' $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache
