@@ -129,3 +129,20 @@ def test_trains_orthonormal_and_its_checkpoint_loads_back(arch, tmp_path, built)
     fresh.load_state_dict(ckpt["state_dict"])
     for a, b in zip(effective_weights(fresh), effective_weights(trained)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_conv_norms_analysis_writes_its_table(tmp_path, capsys):
+    import csv
+
+    from src.analysis.bjorck_conv_norms import main
+
+    main(["--seeds", "0", "--resolution", "8", "--out", str(tmp_path)])
+    rows = {r["layer"]: r for r in csv.DictReader(open(tmp_path / "conv_norms.csv"))}
+    assert float(rows["features.0"]["operator_norm"]) == pytest.approx(3.0, abs=1e-3)  # tall: exactly k (see above)
+    assert float(rows["dense"]["operator_norm"]) == pytest.approx(1.0, abs=1e-4)
+    assert all(float(r["reshaped_sigma_min"]) > 0.999 for n, r in rows.items() if n != "product")
+    norms = [float(r["operator_norm"]) for n, r in rows.items() if n != "product"]
+    assert float(rows["product"]["operator_norm"]) == pytest.approx(torch.tensor(norms).prod().item(), rel=1e-3)
+    with pytest.raises(SystemExit):
+        main(["--seeds", "a"])
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --seeds 'a' is invalid")

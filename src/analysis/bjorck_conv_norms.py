@@ -1,5 +1,7 @@
-"""What Björck orthonormalization bounds on a CNN: every layer's reshaped matrix has all singular
-values 1, but the convolutions as applied do not have norm 1.
+"""What Björck orthonormalization bounds on the standard CNN: reshaped matrices, not convolutions.
+
+Every layer's reshaped matrix has all singular values 1, but the convolutions as applied do not
+have norm 1.
 
     python -m src.analysis.bjorck_conv_norms [--out docs/figures/bjorck] [--seeds 0,1,2] [--resolution 32]
 
@@ -8,13 +10,13 @@ per layer, the reshaped matrix's extreme singular values (SVD) and the operator 
 applied at its real input size, stride and padding (Lanczos to 1e-6, src.spectral.lipschitz.layer_norms),
 with their product (the chain's upper bound on Lip(D)); writes conv_norms.csv.
 """
-import argparse
 import csv
 import math
 from pathlib import Path
 
 import torch
 
+from ..cli import Parser
 from ._runs import limit_threads
 
 
@@ -39,14 +41,20 @@ def measure(seed: int, resolution: int = 32, iterations: int = 20) -> list:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = Parser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=None, help="folder for conv_norms.csv (default: print only)")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--resolution", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seeds", default="0,1,2", help="initialisation seeds, comma-separated")
+    ap.add_argument("--resolution", type=int, default=32, help="input size of the standard CNN")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = ap.parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        ap.error(f"--seeds {args.seeds!r} is invalid; give integers separated by commas, e.g. 0,1,2")
+    if args.resolution < 8 or args.resolution % 8:
+        ap.error(f"--resolution {args.resolution} is invalid; the standard CNN takes a positive multiple of 8")
     limit_threads(args.threads)
-    rows = [r for seed in args.seeds.split(",") for r in measure(int(seed), args.resolution)]
+    rows = [r for seed in seeds for r in measure(seed, args.resolution)]
     print(f"{'seed':>4} {'layer':12s} {'W_mat':>9s} {'sigma(W_mat) min..max':>22s} {'norm as applied':>15s}")
     for r in rows:
         sig = f"{r['reshaped_sigma_min']:.6f}..{r['reshaped_sigma_max']:.6f}" if "reshaped_shape" in r else ""
