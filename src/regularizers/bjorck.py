@@ -10,17 +10,22 @@ value, min(|W|_F, sqrt(|W|_1 |W|_inf)) >= sigma_max, so every singular value lie
 which maps each singular value s to s (3 - s^2) / 2: fixed point 1, quadratic convergence near it,
 x1.5 per step for small s. A wide matrix gets orthonormal rows and a tall one orthonormal columns:
 every singular value of W_mat converges to 1. The iteration runs on the smaller Gram side (m x m
-matrices, see ``bjorck_orthonormalize``): the same iterates, several times cheaper for conv kernels. The iterations are differentiated through
-by autograd, as in the paper; they run in float32 even under mixed precision.
+matrices, see ``bjorck_orthonormalize``): the same iterates, several times cheaper for conv kernels.
+The iterations are differentiated through by autograd, as in the paper; they run in float32 even
+under mixed precision.
 
 wrap also initialises each raw weight orthogonally (nn.init.orthogonal_ on W_mat), as Anil et al.
 do: the iteration then starts converged. From a random square matrix the smallest singular value
 after scaling can be ~1e-4, which needs ~25 steps to reach 1 (x1.5 per step).
 
 What it bounds: a Linear layer's norm is exactly 1 (all singular values 1). For a convolution it
-orthonormalizes the reshaped matrix, not the operator: the conv as applied can have a norm above 1
-(up to k / stride-ish times |W_mat| = 1; tests/test_bjorck.py and docs/findings.md measure it) and
-is not gradient-norm preserving; a certified conv bound needs sn_conv / sn_gram / aol.
+orthonormalizes the reshaped matrix, not the operator. Each output pixel is W_mat times a patch, so
+|conv(x)|^2 <= |W_mat|^2 sum_i cover(i) x_i^2, with cover(i) the number of patches holding input
+pixel i (at most ceil(k / stride)^2): the conv's norm is at most ceil(k / stride), and equals it
+when W_mat is tall (its taps are then mutually orthogonal and the bound is an equality: the
+standard CNN's first layer, 64 x 27, has norm exactly 3). Wide kernels land in between (1.34-2.22
+on the standard CNN at init; python -m src.analysis.bjorck_conv_norms). So the network is not
+1-Lipschitz nor gradient-norm preserving; a certified conv bound needs sn_conv / sn_gram / aol.
 """
 import torch
 from torch import nn
@@ -46,8 +51,7 @@ def bjorck_orthonormalize(w: torch.Tensor, iterations: int = 20, eps: float = 1e
     P_{k+1} = 3/2 P_k - 1/2 (P_k G P_k^T) P_k gives exactly the iterates of W <- W (3/2 I - 1/2 W^T W)
     at 3 m^3 per step instead of 2 m^2 n: with 20 steps and the one-time G and P W products, 2.6x
     fewer operations for the standard CNN's 512 x 2304 kernel, 7x for 256 x 4096 (and for their
-    gradients). Used when 3 m < 2 n; near-square
-    matrices iterate on W directly.
+    gradients). Used when 3 m < 2 n; near-square matrices iterate on W directly.
     """
     tall = w.shape[0] > w.shape[1]
     if tall:
