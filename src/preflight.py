@@ -132,6 +132,19 @@ def _write_failed_summary(overrides, message: str) -> None:
     print(f"summary: {run_dir / 'summary.json'}", file=sys.stderr)
 
 
+def quote_non_utf8(argv):
+    """Hydra's override grammar accepts non-UTF-8 bytes of a path (PEP 383 surrogates) only inside quotes:
+    quote such plain values, so ``data.root=/data/imgs\xff`` works as it would in any other program."""
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if (eq and any("\udc80" <= c <= "\udcff" for c in value) and value[:1] not in "'\""
+                and not any(c in value for c in "'\",[]{}()")):
+            arg = f"{key}='{value}'"
+        out.append(arg)
+    return out
+
+
 def preflight(argv) -> None:
     args = list(argv)
     if any(a.split("=", 1)[0] in _HANDS_OFF for a in args):

@@ -444,7 +444,11 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
-    from .preflight import preflight
+    from .preflight import preflight, quote_non_utf8
 
+    # a path with bytes that are not UTF-8 must reach the log and the console as escapes, not a logging error
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(errors="backslashreplace")
+    sys.argv[1:] = quote_non_utf8(sys.argv[1:])
     preflight(sys.argv[1:])
     main()

@@ -85,12 +85,12 @@ class ImageSet:
         if self.images is not None:
             yield from self.images.split(batch_size)
             return
-        from PIL import Image
+        from ..data.images import open_8bit
 
         pending = []
         for f in self.files:
-            with Image.open(f) as im:
-                arr = np.array(im.convert("RGB" if self.channels == 3 else "L"), dtype=np.uint8)  # writable: torch.from_numpy warns otherwise
+            # the training loader's decoding: 16-bit images scaled, not clipped; decompression bombs refused
+            arr = np.array(open_8bit(f, self.channels), dtype=np.uint8)  # writable: torch.from_numpy warns otherwise
             t = torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy())
             if pending and (len(pending) == batch_size or pending[0].shape != t.shape):
                 yield torch.stack(pending)  # images of one size per batch: the extractor resizes them together
