@@ -107,3 +107,19 @@ def test_out_of_memory_names_the_batch_size(tmp_path, monkeypatch):
     summary = train_in_process([*BASE, "data.batch_size=4096"], tmp_path / "run")
     assert summary["status"] == "failed"
     assert "out of memory" in summary["error"] and "data.batch_size=4096" in summary["error"]
+
+
+def test_non_utf8_paths_are_quoted_for_hydra():
+    import os
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from src.preflight import quote_non_utf8
+
+    raw = os.fsdecode(b"data.root=/data/imgs\xff")
+    quoted = quote_non_utf8([raw, "steps=3", "data.root='/already quoted'"])
+    assert quoted[1:] == ["steps=3", "data.root='/already quoted'"]
+    with pytest.raises(Exception):
+        OverridesParser.create().parse_overrides([raw])  # what Hydra does with the plain value
+    (override,) = OverridesParser.create().parse_overrides(quoted[:1])
+    assert override.value() == os.fsdecode(b"/data/imgs\xff")  # the bytes survive, as surrogates
