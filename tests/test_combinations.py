@@ -233,10 +233,12 @@ def test_sn_plus_r1_trains_and_its_d_loss_is_the_loss_plus_r1_s_own_value(tmp_pa
     import src.module
 
     expected, totals = [], []
-    original_penalty, original_backward = Combined.penalty, src.module.GAN.manual_backward
+    original_penalty, original_shared = Combined.penalty, Combined.penalty_from_forward
+    original_backward = src.module.GAN.manual_backward
 
-    def penalty(self, discriminator, real, fake):
+    def independent(discriminator, real, fake):
         # inside the step's parametrize.cached(): the same SN weights as the step's own forwards
+        real, fake = real.detach(), fake.detach()
         with torch.no_grad():
             d_loss = (F.softplus(-discriminator(real)).mean() + F.softplus(discriminator(fake)).mean()).item()
         own = 0.0
@@ -245,7 +247,14 @@ def test_sn_plus_r1_trains_and_its_d_loss_is_the_loss_plus_r1_s_own_value(tmp_pa
             (g,) = torch.autograd.grad(discriminator(x).sum(), x)
             own += g.pow(2).sum().item() / real.shape[0]
         expected.append((d_loss, 3.0 / 2 * own))
+
+    def penalty(self, discriminator, real, fake):
+        independent(discriminator, real, fake)
         return original_penalty(self, discriminator, real, fake)
+
+    def penalty_from_forward(self, discriminator, real, fake, d_real, d_fake):  # a step sharing D's forward
+        independent(discriminator, real, fake)
+        return original_shared(self, discriminator, real, fake, d_real, d_fake)
 
     def backward(self, loss, *args, **kwargs):
         if len(totals) < len(expected):  # the D update's total (G's backward follows, after the n_dis D updates)
@@ -253,6 +262,7 @@ def test_sn_plus_r1_trains_and_its_d_loss_is_the_loss_plus_r1_s_own_value(tmp_pa
         return original_backward(self, loss, *args, **kwargs)
 
     monkeypatch.setattr(Combined, "penalty", penalty)
+    monkeypatch.setattr(Combined, "penalty_from_forward", penalty_from_forward)
     monkeypatch.setattr(src.module.GAN, "manual_backward", backward)
     summary = train_in_process(["regularizer=sn", "penalty=r1", "penalty.gamma=3", "optim.n_dis=2", *FAST, "steps=2"], tmp_path)
     assert summary["status"] == "completed", summary["error"]

@@ -288,4 +288,4 @@ def test_shared_forward_is_offered_only_on_scheduled_float32_updates():
     assert lazy.penalty_from_forward(d, real, fake, d(real), d(fake)) is None
     assert lazy.penalty_from_forward(d, real, fake, d(real), d(fake)).item() > 0
     assert lazy.state_dict() == {"d_updates": 3}
-    assert WGANLP().penalty(d, real, fake).item() >= 0 and not hasattr(WGANLP(), "input_grad_at")
+    assert getattr(WGANLP(), "input_grad_at", lambda: None)() is None  # interpolates: no batch's forward to share
