@@ -235,11 +235,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from .run_lock import RunDirLock, RunDirLocked
     from .summary import read_summary
 
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
     run_dir = Path(run_dir)
     summary = base_summary(cfg)
     lock = RunDirLock(run_dir)
     try:
-        lock.acquire()
+        if rank_zero_only.rank == 0:  # DDP ranks > 0 share rank 0's run dir (and its lock); only rank 0 writes
+            lock.acquire()
     except RunDirLocked as exc:
         summary.update(status="refused", error=str(exc), error_kind="user")
         return summary
@@ -273,9 +276,13 @@ def _run_locked(cfg: DictConfig, run_dir: Path, summary: dict, guard) -> dict:
         # a relaunched study: this job finished before; its record and checkpoint stand as they are
         log.info("skipping %s: already completed (%s generator steps)", run_dir, previous.get("steps"))
         return dict(previous, skipped=True)
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    writer = rank_zero_only.rank == 0
     try:
-        _remove_leftovers(run_dir)
-        if previous is None:  # a new run dir: its config now, so a run that fails below is still on record
+        if writer:
+            _remove_leftovers(run_dir)
+        if writer and previous is None:  # a new run dir: its config now, so a run that fails below is still on record
             _save_run_config(cfg, run_dir)
         validate(cfg)
         ckpt, resume_step = resolve_ckpt(cfg, run_dir)
@@ -283,7 +290,8 @@ def _run_locked(cfg: DictConfig, run_dir: Path, summary: dict, guard) -> dict:
         datamodule.steps_per_fit = cfg.steps
         trainer, timer = make_trainer(cfg, run_dir, module, getattr(evaluator, "training_callbacks", lambda: [])(),
                                       guard=guard, resume_step=resume_step)
-        _save_run_config(cfg, run_dir)
+        if writer:
+            _save_run_config(cfg, run_dir)
         started = True
         _write(trainer, run_dir, dict(summary, status="running", steps=resume_step, error=None))
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
