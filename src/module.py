@@ -121,8 +121,17 @@ class GAN(L.LightningModule):
             # cached(): each parametrized weight (SN, WN, ...) is computed once per D update even
             # though D runs on real, fake and (for penalties) interpolated batches
             with parametrize.cached():
-                d_loss = self.gan_loss.d_loss(self.critic(real), self.critic(fake))
-                penalty = self.regularizer.penalty(self.D, real, fake)
+                # R1/R2 in a float32, uncompiled step: D runs once at the penalised batch with input
+                # gradients on, for the loss and the penalty (as R1 is written by hand; docs/benchmarks.md)
+                at = None if self.perf["compile"] else self.regularizer.input_grad_at()
+                if at == "real":
+                    real = real.detach().requires_grad_(True)
+                elif at == "fake":
+                    fake = fake.detach().requires_grad_(True)
+                d_real, d_fake = self.critic(real), self.critic(fake)
+                d_loss = self.gan_loss.d_loss(d_real, d_fake)
+                penalty = (self.regularizer.penalty(self.D, real, fake) if at is None
+                           else self.regularizer.penalty_from_forward(self.D, real, fake, d_real, d_fake))
                 d_total = d_loss if penalty is None else d_loss + penalty
                 opt_d.zero_grad(set_to_none=True)
                 self.manual_backward(d_total)

@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import DivergedError, UserError
-from .summary import base_summary, write_summary
+from .summary import base_summary, method_fields, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def build_run(cfg: DictConfig, run_dir: Path):
     datamodule.load()
     evaluator = build_evaluator(cfg.metrics, datamodule)
     evaluator.check_ready()  # fail now, not after hours of training
-    regularizer = build_regularizer(cfg.regularizer)
+    regularizer = build_regularizer(cfg.regularizer, cfg.get("penalty"))
     loss = get_loss(cfg.loss.name)
 
     arch = OmegaConf.to_container(cfg.arch, resolve=True)
@@ -93,7 +93,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, module, extra_callbacks=(), gua
         StopAtStepBoundary(guard or InterruptGuard(), checkpoints.last_path),
         checkpoints,
         SampleSnapshots(run_dir / "samples", every=cfg.samples.every),
-        LossCurves(run_dir / "loss_curves.png", title=f"{cfg.regularizer.name} / {cfg.loss.name} / {cfg.optim.name}"),
+        LossCurves(run_dir / "loss_curves.png", title=f"{method_fields(cfg)['method']} / {cfg.loss.name} / {cfg.optim.name}"),
         timer,
         *extra_callbacks,
         *[instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and c.get("_target_")],
@@ -369,6 +369,8 @@ def _lipschitz(module, datamodule, seed: int, n: int = 64) -> dict:
         gen = torch.Generator(device=module.device).manual_seed(seed + 4242)
         real = datamodule.sample(n, gen)
         fake = module.generate(n, z=torch.randn(n, module.z_dim, generator=gen, device=module.device))
+        if module.perf["channels_last"] and real.dim() == 4:  # D's layout in training (perf.channels_last)
+            real, fake = (x.contiguous(memory_format=torch.channels_last) for x in (real, fake))
         record = lipschitz_record(module.D, real, fake, seed=seed)
     except Exception as exc:  # a record, never a reason to fail a trained run
         return {"certified_upper": None, "empirical_lower": None, "reason": _one_line(exc)}

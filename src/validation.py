@@ -13,7 +13,9 @@ def _number(cfg, path: str, integer: bool = False, positive: bool = True, low=No
     """A finite number (an int-typed integer where ``integer``): ``steps=20.0`` or ``optim.lr=inf`` pass
     YAML and OmegaConf but break training later, so they stop here."""
     value = OmegaConf.select(cfg, path, default=None)
-    what = "a positive integer" if integer and positive else "an integer" if integer else "a positive number (finite)" if positive else "a number (finite)"
+    what = "a positive integer" if integer and positive else "an integer" if integer else "a positive number" if positive else "a number"
+    if isinstance(value, float) and not math.isfinite(value):
+        what = "a finite " + what.split(" ", 1)[1]
     if low is not None and high is not None:
         what = f"{'an integer' if integer else 'a number'} in [{low}, {high}{')' if high_open else ']'}"
     if integer:

@@ -77,7 +77,6 @@ def test_auto_loss_is_the_weight_side_method_s_default(regularizer, penalty, los
     assert pair(f"regularizer={regularizer}", f"penalty={penalty}").default_loss == loss
 
 
-@pytest.mark.xfail(strict=True, reason="needs conf/regularizer/none.yaml: default_loss: ${oc.select:penalty.default_loss,ns} (lead)")
 def test_auto_loss_next_to_regularizer_none_is_the_penalty_s_default():
     assert compose_config(["regularizer=none", "penalty=wgan_lp"]).loss.name == "wasserstein"
 

@@ -67,9 +67,13 @@ def test_every_grid_value_composes_and_validates(name):
             validate(cfg)
 
 
-def test_grid_main_covers_every_regularizer_option():
+def test_the_grids_cover_every_regularizer_option():
+    """grid_main: the SN paper's ten; grid_family: the newer methods; together every option."""
     options = {p.stem for p in (CONF / "regularizer").glob("*.yaml")}
-    assert set(grid_values(compose_grid("grid_main"))["regularizer"]) == options
+    main = set(grid_values(compose_grid("grid_main"))["regularizer"])
+    family = set(grid_values(compose_grid("grid_family"))["regularizer"])
+    assert len(main) == 10 and not main & family
+    assert main | family == options
 
 
 def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):

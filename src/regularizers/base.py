@@ -1,4 +1,4 @@
-"""The regularizer interface: wrap / penalty / after the D step (see DESIGN.md).
+"""The regularizer interface: wrap / penalty / after the D step (docs/design.md).
 
 The Lightning module calls only these three points, so adding a regularizer is one file in this
 package plus one config in conf/regularizer/.
@@ -32,6 +32,16 @@ class Regularizer:
         """A term added to D's loss, or None."""
         return None
 
+    def input_grad_at(self) -> str | None:
+        """"real" / "fake": this D update's penalty is a function of D's input gradient at that batch and
+        can take it from the loss's own forward of D (run with requires_grad); None: penalty() as usual."""
+        return None
+
+    def penalty_from_forward(self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                             d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor | None:
+        """The penalty given D's outputs on the batches (called when input_grad_at() named one)."""
+        return self.penalty(discriminator, real, fake)
+
     def after_d_step(self, discriminator: nn.Module) -> None:
         """A projection of D's weights after each D optimizer step."""
 
@@ -40,7 +50,9 @@ class Regularizer:
     def require_positive(name: str, value, integer: bool = False, group: str = "regularizer") -> None:
         """A finite positive number (an int-typed one where ``integer``): ``c=inf`` would train an
         unconstrained D and call it clipped, ``iterations=2.0`` would break range()."""
-        kind = "a positive integer" if integer else "a positive number (finite)"
+        kind = "a positive integer" if integer else "a positive number"
+        if isinstance(value, float) and not math.isfinite(value):
+            kind = "a finite positive number"
         if integer:
             ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
         else:
