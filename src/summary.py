@@ -1,7 +1,6 @@
-"""summary.json: the machine-readable record of a run (DESIGN.md's contract), written atomically."""
+"""summary.json: the machine-readable record of a run (its schema: docs/design.md), written atomically."""
 import json
 import math
-import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -97,12 +96,9 @@ def _clean(value):
 
 
 def write_summary(run_dir: Path, summary: dict) -> Path:
-    path = Path(run_dir) / "summary.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".summary.json.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_clean(summary), indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    from .atomic_write import write_atomic  # whole or absent, even on a full disk or a kill mid-write
+
+    return write_atomic(Path(run_dir) / "summary.json", json.dumps(_clean(summary), indent=2, default=str) + "\n")
 
 
 def read_summary(run_dir: Path) -> dict:
