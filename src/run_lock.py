@@ -33,8 +33,12 @@ class RunDirLock:
         self.previous_holder: dict | None = None  # what a stale lock file said (a dead process's)
 
     def acquire(self) -> "RunDirLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # read-only, no permission, a file where the folder should be
+            raise UserError(f"cannot write run directory {self.path.parent} ({exc.strerror}); "
+                            "choose a writable hydra.run.dir / hydra.sweep.dir") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

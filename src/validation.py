@@ -47,6 +47,10 @@ def validate(cfg: DictConfig) -> None:
     if threads is not None and threads != "auto":
         if not (isinstance(threads, int) and not isinstance(threads, bool) and threads > 0):
             raise ConfigError(f"threads={threads!r} is invalid; it must be a positive integer, auto, or null (torch's default)")
+    for key in ("perf.channels_last", "perf.compile", "skip_completed"):  # "yes" would pass as a truthy string
+        value = OmegaConf.select(cfg, key, default=False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is invalid; it must be true or false")
     for key in ("checkpoint.every", "samples.every"):
         value = OmegaConf.select(cfg, key, default=0)
         if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):

@@ -28,6 +28,7 @@ BASE = ["steps=3", "metrics=none", "callbacks=none", "samples.every=0", "checkpo
     (["trainer.accelerator=cuda"], ["trainer.accelerator=cuda", "valid here: cpu"]),
     (["trainer.accelerator=tpuu"], ["trainer.accelerator='tpuu'", "valid: cpu, cuda"]),
     (["regularizer=batch_norm", "data.batch_size=1"], ["data.batch_size=1", "at least 2"]),
+    (["perf.channels_last=yes"], ["perf.channels_last='yes'", "true or false"]),
 ])
 def test_values_that_used_to_crash_later(tmp_path, overrides, needles):
     summary = train_in_process([*BASE, *overrides], tmp_path / "run")
