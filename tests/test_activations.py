@@ -170,8 +170,6 @@ def test_cli_bad_activation_is_one_line_before_training(cli, tmp_path, override,
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="src/spectral/lipschitz.py (another owner) does not list GroupSort/MaxMin as "
-                                       "1-Lipschitz yet; remove this marker once it does")
 @pytest.mark.parametrize("name", ["maxmin", "groupsort"])
 def test_spectral_upper_bound_treats_sorting_activations_as_1_lipschitz(name):
     from src.spectral.lipschitz import lipschitz_upper_bound
