@@ -104,7 +104,11 @@ class ResNetDiscriminator(nn.Module):
 
 
 def build(z_dim: int, resolution: int, channels: int, g_width: int = 256, d_width: int = 128,
-          d_activation: str = "relu", group_size: int = 2):
+          d_activation: str = "relu", group_size: int = 2, width: float = 1.0):
+    from .standard_cnn import check_width, scaled
+
+    width = check_width(width)
+    g_width, d_width = scaled(g_width, width), scaled(d_width, width)  # arch.width multiplies both
     if resolution % 8 or resolution < 8:
         raise ConfigError(f"arch resnet cannot take resolution {resolution}: it must be a positive multiple of 8 (32 for CIFAR-10, 48 for STL-10)")
     check_activation(d_activation, group_size, {f"blocks.0.conv1 (conv {channels}->{d_width})": d_width})  # before G is built
