@@ -166,7 +166,7 @@ def main(argv=None):
                  "| run | steps | wall off (s) | wall on (s) | wall overhead | CPU off (s) | CPU on (s) | CPU overhead | monitor's own timer | measurements / spectra |",
                  "|---|---|---|---|---|---|---|---|---|---|"]
         runs = [(["steps=2000"], "ring8 / mlp (embedded default)"),
-                ([f"data=digits", f"steps={args.digits_steps}"], "digits / standard_cnn")]
+                (["data=digits", f"steps={args.digits_steps}"], "digits / standard_cnn")]
         for overrides, label in runs:
             r = bench_callback(overrides, label)
             off, on = r["off"], r["on"]

@@ -147,7 +147,6 @@ def load_generator(path: Path):
 
 
 def build_generator(config: dict, state_dict: dict, sample_shape: tuple, is_image: bool):
-    import torch
     from hydra.utils import instantiate
 
     from .errors import UserError

@@ -231,11 +231,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     Refused outright (nothing written, status "refused" returned) when another live process holds
     the run directory.
     """
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
     from .callbacks.interrupt import InterruptGuard, RunInterrupted
     from .run_lock import RunDirLock, RunDirLocked
-    from .summary import read_summary
-
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     run_dir = Path(run_dir)
     summary = base_summary(cfg)

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from src.spectral import (LayerOperator, conv_norm_bound_fft, conv_singular_values_fft, layer_singular_values,

@@ -8,7 +8,6 @@
   1-D W1 distance, scipy's exact 1-D solver), the distance that also applies to the swiss roll.
 """
 import numpy as np
-import torch
 from scipy.stats import wasserstein_distance
 
 from ..data.toy2d import mode_centers, sample_toy2d
