@@ -68,7 +68,9 @@ def method_fields(cfg: DictConfig) -> dict:
     pen_name = pen.get("name") if pen is not None else None
     if pen_name in (None, "none"):
         return {"penalty": None, "method": reg_name, "regularizer_params": _params(reg)}
-    method = pen_name if reg_name == "none" else f"{reg_name}+{pen_name}"
+    from . import method_name
+
+    method = method_name(reg_name, pen_name)
     return {"penalty": pen_name, "method": method,
             "regularizer_params": {reg_name: _params(reg), pen_name: _params(pen)}}
 

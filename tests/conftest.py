@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import src  # noqa: F401  (registers the OmegaConf resolvers the configs use, as `python -m src.train` does)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

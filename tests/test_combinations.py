@@ -385,3 +385,17 @@ def test_a_pair_offers_its_penalty_s_shared_forward_and_sums_the_parts():
         own = R1(gamma=2.0).penalty(d, real, fake)
     assert got.item() == pytest.approx(own.item(), rel=1e-5)
     assert combined.state_dict()["penalty"] == {"d_updates": 1}
+
+
+def test_run_directories_name_the_pair():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tests.conftest import REPO
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        dirs = [compose("config", overrides=o, return_hydra_config=True).hydra.run.dir
+                for o in ([], ["penalty=r1"], ["regularizer=none", "penalty=r1"])]
+    GlobalHydra.instance().clear()
+    assert [d.split("/")[2] for d in dirs] == ["sn_ns_toy", "sn+r1_ns_toy", "r1_ns_toy"]
