@@ -281,7 +281,10 @@ def _run_locked(cfg: DictConfig, run_dir: Path, summary: dict, guard) -> dict:
     try:
         if writer:
             _remove_leftovers(run_dir)
-        if writer and previous is None:  # a new run dir: its config now, so a run that fails below is still on record
+        # a new run dir gets its config at once (a run that fails below is still on record); a dir holding an
+        # earlier run's record gets this run's only once this run is past the checks
+        config_saved = writer and previous is None
+        if config_saved:
             _save_run_config(cfg, run_dir)
         validate(cfg)
         ckpt, resume_step = resolve_ckpt(cfg, run_dir)
@@ -289,7 +292,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, summary: dict, guard) -> dict:
         datamodule.steps_per_fit = cfg.steps
         trainer, timer = make_trainer(cfg, run_dir, module, getattr(evaluator, "training_callbacks", lambda: [])(),
                                       guard=guard, resume_step=resume_step)
-        if writer:
+        if writer and not config_saved:
             _save_run_config(cfg, run_dir)
         started = True
         _write(trainer, run_dir, dict(summary, status="running", steps=resume_step, error=None))

@@ -6,41 +6,24 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 import torch
 
 from tests.conftest import REPO
+from tests.test_resume import KILLER
 
 ARGS = ["steps=30", "checkpoint.every=10", "samples.every=0", "log_every=5", "trainer.deterministic=true",
         "trainer.enable_progress_bar=false", "metrics=none", "callbacks.spectral.every=10"]
-
-# The child sends itself a signal at the start of a given generator step (inside the step, as a
-# scheduler's signal would arrive), so the test knows exactly where the run was. Nothing in src/ knows.
-SIGNALLER = textwrap.dedent("""
-    import os, signal, sys
-    from src.module import GAN
-    original = GAN.training_step
-    def training_step(self, batch, batch_idx):
-        if self.g_step == int(os.environ["SIGNAL_AT_STEP"]):
-            os.kill(os.getpid(), getattr(signal, os.environ["SIGNAL_NAME"]))
-        return original(self, batch, batch_idx)
-    GAN.training_step = training_step
-    import runpy
-    sys.argv = ["src/train.py", *sys.argv[1:]]
-    runpy.run_module("src.train", run_name="__main__", alter_sys=True)
-""")
-
 
 def train(args, signal_at=None, signal_name="SIGTERM"):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     if signal_at is None:
         cmd = [sys.executable, "-m", "src.train", *args]
     else:
-        cmd = [sys.executable, "-c", SIGNALLER, *args]
-        env.update(SIGNAL_AT_STEP=str(signal_at), SIGNAL_NAME=signal_name)
+        cmd = [sys.executable, "-c", KILLER, *args]  # signals itself inside that step, as a scheduler's would arrive
+        env.update(KILL_AT_STEP=str(signal_at), KILL_SIGNAL=signal_name)
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 

@@ -14,15 +14,16 @@ from tests.conftest import REPO
 ARGS = ["steps=80", "checkpoint.every=20", "samples.every=0", "log_every=5", "trainer.deterministic=true",
         "trainer.enable_progress_bar=false", "metrics=none", "callbacks.spectral.every=10"]
 
-# The child process SIGKILLs itself at the start of a given generator step: a real, uncatchable kill
-# at a known point (polling from outside races a fast toy run). Nothing in src/ knows about it.
+# The child process sends itself a signal (SIGKILL unless $KILL_SIGNAL names another) at the start of a
+# given generator step: a real signal at a known point (polling from outside races a fast toy run).
+# Nothing in src/ knows about it.
 KILLER = textwrap.dedent("""
     import os, signal, sys
     from src.module import GAN
     original = GAN.training_step
     def training_step(self, batch, batch_idx):
         if self.g_step == int(os.environ["KILL_AT_STEP"]):
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), getattr(signal, os.environ.get("KILL_SIGNAL", "SIGKILL")))
         return original(self, batch, batch_idx)
     GAN.training_step = training_step
     import runpy
