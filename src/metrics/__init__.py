@@ -11,6 +11,7 @@ its weights), digits.py (the digits classifier).
 """
 from omegaconf import DictConfig
 
+from ..errors import ConfigError
 from .toy import ToyEvaluator
 
 
@@ -27,11 +28,20 @@ class NullEvaluator:
         return {}
 
 
+def _count(cfg: DictConfig, key: str, default: int, low: int) -> int:
+    value = cfg.get(key, default)
+    value = default if value is None else value
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+        raise ConfigError(f"metrics.{key}={value!r} is invalid; it must be an integer >= {low}")
+    return value
+
+
 def build_evaluator(cfg: DictConfig, datamodule):
-    if datamodule.name == "toy2d":
-        return ToyEvaluator(n_samples=int(cfg.get("n_toy", 2500)), variant=datamodule.variant, std=datamodule.std)
     if cfg.get("name", "none") == "none":
         return NullEvaluator()
+    if datamodule.name == "toy2d":  # any preset: its n_fake samples, scored every `every` generator updates
+        return ToyEvaluator(n_samples=_count(cfg, "n_fake", 2500, low=2), variant=datamodule.variant,
+                            std=datamodule.std, every=_count(cfg, "every", 0, low=0), seed=_count(cfg, "seed", 0, low=0))
     from .images import build_image_evaluator  # IS / FID / KID (and the digits classifier)
 
     return build_image_evaluator(cfg, datamodule)

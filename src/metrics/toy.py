@@ -7,7 +7,9 @@
 * sliced Wasserstein-1 distance between samples and fresh data (mean over random directions of the
   1-D W1 distance, scipy's exact 1-D solver), the distance that also applies to the swiss roll.
 """
+import lightning as L
 import numpy as np
+import torch
 from scipy.stats import wasserstein_distance
 
 from ..data.toy2d import mode_centers, sample_toy2d
@@ -34,24 +36,94 @@ def sliced_wasserstein(a: np.ndarray, b: np.ndarray, n_directions: int = 128, se
 
 
 class ToyEvaluator:
-    """Scores 2-D samples of a toy2d dataset."""
+    """Scores 2-D samples of a toy2d dataset: at the end of training, and every ``every`` generator updates
+    during it (the learning curve: ``eval/<measure>`` in the loggers, ``metrics_history`` in summary.json).
 
-    def __init__(self, n_samples: int = 2500, min_share: float = 0.2, variant: str = "ring8", std: float = 0.02):
+    Every evaluation draws its noise from its own generator seeded with ``seed`` (the same z each time, so
+    the curve's points differ only by G), never from the global RNG that training uses: scoring during
+    training leaves the training run bit-identical to one without it."""
+
+    def __init__(self, n_samples: int = 2500, min_share: float = 0.2, variant: str = "ring8", std: float = 0.02,
+                 every: int = 0, seed: int = 0):
         self.n_samples, self.min_share, self.variant, self.std = n_samples, min_share, variant, std
+        self.every, self.seed = every, seed
+        self.history: list[dict] = []
 
     def check_ready(self) -> None:
         pass
 
     def protocol(self) -> dict:
-        return {"n_fake": self.n_samples, "n_real": self.n_samples, "real_split": "fresh draw (seed 12345)",
-                "features": "raw 2-D coordinates", "high_quality": "within 3 std of nearest mode",
-                "mode_covered": f">= {self.min_share} x fair share of high-quality samples"}
+        out = {"n_fake": self.n_samples, "n_real": self.n_samples, "real_split": "fresh draw (seed 12345)",
+               "features": "raw 2-D coordinates", "high_quality": "within 3 std of nearest mode",
+               "mode_covered": f">= {self.min_share} x fair share of high-quality samples", "noise_seed": self.seed}
+        if self.every:
+            out["every"] = self.every
+        return out
 
-    def evaluate(self, sample_fn, datamodule=None) -> dict:
-        fake = sample_fn(self.n_samples).detach().float().cpu().numpy()
+    def noise(self, z_dim: int) -> torch.Tensor:
+        return torch.randn(self.n_samples, z_dim, generator=torch.Generator().manual_seed(self.seed))
+
+    def score(self, fake: np.ndarray) -> dict:
         real = sample_toy2d(self.variant, self.n_samples, 12345, self.std).numpy()
         out = {"sliced_wasserstein": sliced_wasserstein(fake, real)}
         centers = mode_centers(self.variant)
         if centers is not None:
             out.update(mode_statistics(fake, centers, self.std, self.min_share))
         return out
+
+    def score_module(self, module) -> dict:
+        """Scores a GANModule's generator on this evaluator's fixed noise."""
+        fake = module.generate(self.n_samples, z=self.noise(module.z_dim))
+        return self.score(fake.detach().float().cpu().numpy())
+
+    def evaluate(self, sample_fn, datamodule=None) -> dict:
+        """``sample_fn(n)`` -> n samples; the final score (with the periodic ones as ``history`` when
+        ``every`` is set). A GANModule's ``generate`` gets this evaluator's fixed noise."""
+        module = getattr(sample_fn, "__self__", None)
+        if module is not None and hasattr(module, "z_dim"):
+            metrics = self.score_module(module)
+            step = int(getattr(module, "g_step", 0))
+        else:
+            metrics, step = self.score(sample_fn(self.n_samples).detach().float().cpu().numpy()), None
+        if not self.every:
+            return metrics
+        if not self.history or self.history[-1]["step"] != step:
+            self.history.append({"step": step, **metrics})
+        return {**metrics, "history": list(self.history)}
+
+    def training_callbacks(self) -> list:
+        return [ToyEvaluationCallback(self)] if self.every else []
+
+
+class ToyEvaluationCallback(L.Callback):
+    """Scores the generator every ``evaluator.every`` generator updates and logs ``eval/<measure>`` at the
+    generator step. The history travels in checkpoints, so a resumed run's summary holds the whole curve."""
+
+    def __init__(self, evaluator: ToyEvaluator):
+        self.evaluator = evaluator
+
+    def on_train_start(self, trainer, module) -> None:
+        # a resumed run restarts at the step where the previous segment's final score was taken after its
+        # last checkpoint: the restored G is that G, so score it again rather than leave a gap in the curve
+        self._score(trainer, module, last=module.steps)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self._score(trainer, module, last=module.steps - 1)
+
+    def _score(self, trainer, module, last: int) -> None:
+        ev, step = self.evaluator, module.g_step
+        if not (ev.every and step % ev.every == 0 and 0 < step <= last):
+            return
+        if ev.history and ev.history[-1]["step"] >= step:
+            return  # already scored (the last D update of this generator step, or before a resume)
+        metrics = ev.score_module(module)
+        ev.history.append({"step": step, **metrics})
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({f"eval/{k}": float(v) for k, v in metrics.items()}, step=step)
+
+    def state_dict(self) -> dict:
+        return {"history": list(self.evaluator.history)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.evaluator.history = list(state_dict.get("history", []))
