@@ -19,9 +19,11 @@ is reported. Results go to docs/benchmarks.md (section "regularizers") unless --
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import torch
@@ -29,9 +31,6 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from benchmarks._report import write_section
-from src.data import GANDataModule
-from src.losses import get_loss
-from src.module import GAN
 from src.networks.standard_cnn import StandardCNNDiscriminator, StandardCNNGenerator
 from src.regularizers import build_regularizer
 
@@ -45,10 +44,10 @@ WASSERSTEIN = ("wgan_gp", "wgan_lp")
 BATCH, RES, Z_DIM, POOL = 64, 32, 128, 1024
 
 
-def random_data(seed: int = 0) -> GANDataModule:
-    dm = GANDataModule("cifar10", batch_size=BATCH, resolution=RES, channels=3)
-    dm.data = torch.randint(0, 256, (POOL, 3, RES, RES), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
-    return dm
+def random_data(seed: int = 0) -> SimpleNamespace:
+    """POOL random CIFAR-sized uint8 images (``.data``)."""
+    return SimpleNamespace(data=torch.randint(0, 256, (POOL, 3, RES, RES), dtype=torch.uint8,
+                                              generator=torch.Generator().manual_seed(seed)))
 
 
 def _clock():
@@ -73,42 +72,57 @@ class _BatchTimer(L.Callback):
 
 
 def build(name: str):
-    """The regularizer of a row: "sn", "sn+r1" (regularizer=sn penalty=r1), "r1 every=16" (a key set)."""
-    name, *keys = name.split()
-    weight_side, _, penalty = name.partition("+")
-    cfg = OmegaConf.load(CONF / f"{weight_side}.yaml")
-    pen = OmegaConf.load(CONF / f"{penalty}.yaml") if penalty else None
-    for key in keys:
-        k, v = key.split("=")
-        (pen if pen is not None else cfg)[k] = int(v)
-    return build_regularizer(cfg, pen)
+    """The regularizer of a penalty row ("wgan_gp"), by build_regularizer (what src.assemble uses)."""
+    return build_regularizer(OmegaConf.load(CONF / f"{name}.yaml"))
 
 
 class FrameworkRunner:
-    """One regularizer through src.module.GAN's training step (one batch = one generator update)."""
+    """One regularizer through src.module.GAN's training step (one batch = one generator update), the run
+    assembled by src.assemble from the CLI's config on the random pool (an image folder of its PNGs)."""
 
     def __init__(self, name: str, n_dis: int = 1, seed: int = 0):
+        from src.assemble import assemble, compose
+
+        weight_side, *keys = name.split()
+        weight_side, _, penalty = weight_side.partition("+")
+        prefix = "penalty" if penalty else "regularizer"
+        overrides = [f"regularizer={weight_side}", f"penalty={penalty or 'none'}", *[f"{prefix}.{k}" for k in keys],
+                     "data=image_folder", f"data.root={pool_folder(seed)}", "data.cache=false", f"data.batch_size={BATCH}",
+                     f"data.resolution={RES}", "arch=standard_cnn", "optim=C", f"optim.n_dis={n_dis}", f"z_dim={Z_DIM}",
+                     f"steps={10**6}", f"seed={seed}", f"log_every={10**6}", "metrics=none", "threads=null"]
         torch.manual_seed(seed)
-        reg = build(name)
-        g, d = StandardCNNGenerator(Z_DIM, RES, 3), StandardCNNDiscriminator(RES, 3)
-        self.dm = random_data(seed)
-        example = self.dm.sample(2, torch.Generator().manual_seed(0))
-        optim = {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_dis": n_dis, "lr_decay": "none"}
-        self.module = GAN(g, d, reg, get_loss(reg.default_loss), optim, z_dim=Z_DIM, batch_size=BATCH, steps=10**6,
-                          seed=seed, example_input=example, log_every=10**6)
+        self.run_dir = Path(tempfile.mkdtemp(prefix="bench-reg-"))
+        run = assemble(compose(overrides, self.run_dir), self.run_dir, trainer=False)
+        self.module, self.dm = run.module, run.datamodule
         self.n_dis = n_dis
 
     def set_n_dis(self, n_dis: int) -> None:
         self.n_dis = self.module.n_dis = n_dis
 
     def run(self, steps: int) -> list[tuple]:
+        # a bare timing trainer (no checkpoints, samples or loggers), refitting the same module each time;
+        # the datamodule yields steps=10**6 step indices, max_steps ends the fit
         timer = _BatchTimer()
-        self.dm.steps_per_fit = steps
         trainer = L.Trainer(max_steps=steps * (self.n_dis + 1), max_epochs=-1, logger=False, callbacks=[timer],
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                             num_sanity_val_steps=0, accelerator="cpu", devices=1)
         trainer.fit(self.module, datamodule=self.dm)
         return timer.times
+
+
+_POOLS: dict = {}
+
+
+def pool_folder(seed: int) -> Path:
+    """The random pool written once as PNGs (lossless: the image folder decodes the same uint8 pixels)."""
+    if seed not in _POOLS:
+        from PIL import Image
+
+        folder = Path(tempfile.mkdtemp(prefix="bench-pool-"))
+        for i, image in enumerate(random_data(seed).data.permute(0, 2, 3, 1).numpy()):
+            Image.fromarray(image).save(folder / f"{i:05d}.png")
+        _POOLS[seed] = folder
+    return _POOLS[seed]
 
 
 class PlainRunner:

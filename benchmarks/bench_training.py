@@ -9,7 +9,6 @@ reports generator updates per second (median over repetitions) and ours / plain.
 """
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,20 +17,16 @@ import lightning as L
 import torch
 from torch.nn.utils import parametrize
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import compose_config  # noqa: E402  (the CLI's composition, without a subprocess)
 
 
 def build(reg: str, steps: int, run_dir: Path, extra=()):
-    from src.train import build_run, make_trainer
+    from src.assemble import assemble, compose
 
-    cfg = compose_config([f"regularizer={reg}", "data=image_folder", f"data.root={run_dir.parent / 'imgs'}", "arch=standard_cnn",
+    cfg = compose([f"regularizer={reg}", "data=image_folder", f"data.root={run_dir.parent / 'imgs'}", "arch=standard_cnn",
                           "optim=C", f"steps={steps}", "metrics=none", "logger=none", "callbacks=none", "samples.every=0",
                           "checkpoint.every=0", "trainer.enable_progress_bar=false", *extra], run_dir)
-    module, dm, _ = build_run(cfg, run_dir)
-    dm.steps_per_fit = steps
-    trainer, timer = make_trainer(cfg, run_dir, module)
-    return module, dm, trainer, timer
+    run = assemble(cfg, run_dir)
+    return run.module, run.datamodule, run.trainer, run.timer
 
 
 class _Window(L.Callback):

@@ -133,30 +133,25 @@ def load_generator(path: Path):
     """Rebuild a run's generator from a run dir or checkpoint: (generator in eval mode on the CPU, run config,
     checkpoint path, checkpoint dict, data module (not loaded: its name and sample shape only)).
     The one rebuild that src.evaluate and src.export share."""
-    from .data import GANDataModule
+    from .assemble import build_datamodule
     from .errors import ConfigError, UserError
 
     ckpt, config, ckpt_path = load_run(Path(path).expanduser())
-    data = {k: v for k, v in (config.get("data") or {}).items() if k != "steps"}
     try:
-        datamodule = GANDataModule(**data)
+        datamodule = build_datamodule(config.get("data") or {})
     except (ConfigError, TypeError) as exc:
         raise UserError(f"{ckpt_path}: the run's data config cannot be read back ({exc})") from None
-    generator = build_generator(config, ckpt["state_dict"], datamodule.sample_shape, datamodule.is_image)
+    generator = build_generator(config, ckpt["state_dict"], datamodule)
     return generator, config, ckpt_path, ckpt, datamodule
 
 
-def build_generator(config: dict, state_dict: dict, sample_shape: tuple, is_image: bool):
-    from hydra.utils import instantiate
-
+def build_generator(config: dict, state_dict: dict, datamodule):
+    """The run's generator (src.assemble.build_networks, as training built it) with the checkpoint's weights."""
+    from .assemble import build_networks
     from .errors import UserError
 
-    arch = {k: v for k, v in config["arch"].items() if k != "name"}
     try:
-        if is_image:
-            generator, _ = instantiate(arch, z_dim=config["z_dim"], resolution=sample_shape[1], channels=sample_shape[0])
-        else:
-            generator, _ = instantiate(arch, z_dim=config["z_dim"], data_shape=sample_shape)
+        generator, _ = build_networks(config["arch"], config["z_dim"], datamodule)
     except Exception as exc:
         raise UserError(f"cannot rebuild the generator from the run config (arch={config['arch'].get('name')}: "
                         f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
@@ -183,16 +178,14 @@ def sampler(generator, z_dim: int, device):
 def score_run(args) -> tuple[dict, dict, dict]:
     import torch
 
-    from .data import GANDataModule
+    from .assemble import build_datamodule
     from .errors import UserError
     from .metrics.images import ImageEvaluator, datamodule_set
 
     generator, config, ckpt_path, ckpt, _ = load_generator(Path(args.run))
-    data = {k: v for k, v in config["data"].items() if k != "steps"}
-    if args.data_root:
-        data["root"] = args.data_root
-    data["download"] = False  # scoring never downloads a dataset behind the user's back
-    datamodule = GANDataModule(**data).load()
+    # scoring never downloads a dataset behind the user's back
+    datamodule = build_datamodule(config["data"], download=False, **({"root": args.data_root} if args.data_root else {}))
+    datamodule.load()
     device = torch.device(args.device) if args.device else None
     source = {"checkpoint": str(ckpt_path), "generator_steps": _g_steps(ckpt, config), "data": datamodule.name}
     if not datamodule.is_image:
@@ -223,7 +216,7 @@ def score_folders(args) -> tuple[dict, dict, dict]:
     import torch
     from omegaconf import OmegaConf
 
-    from .data import GANDataModule
+    from .assemble import build_datamodule
     from .errors import UserError
     from .metrics.images import ImageEvaluator, datamodule_set, folder_set
 
@@ -235,9 +228,9 @@ def score_folders(args) -> tuple[dict, dict, dict]:
     device = torch.device(args.device) if args.device else None
     if real in DATASETS:
         preset = OmegaConf.load(CONF / "data" / f"{real}.yaml")
-        data = {k: preset.get(k) for k in ("name", "split", "resolution", "channels", "batch_size")}
+        data = {k: preset.get(k) for k in ("_target_", "name", "split", "resolution", "channels", "batch_size")}
         root = args.data_root or preset.get("root")  # the data config's default (e.g. $CIFAR10_ROOT or data/cifar10)
-        datamodule = GANDataModule(**data, root=root, download=False).load()
+        datamodule = build_datamodule(data, root=root, download=False).load()
         evaluator = ImageEvaluator(cfg, dataset=real, device=device, weights_hint=WEIGHTS_HINT)
         evaluator.check_ready()
         real_set = datamodule_set(datamodule, cfg.get("real_split"), cfg["n_real"])

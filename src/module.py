@@ -21,12 +21,14 @@ from .regularizers.base import Regularizer
 class GAN(L.LightningModule):
     def __init__(self, generator: nn.Module, discriminator: nn.Module, regularizer: Regularizer, loss: GANLoss,
                  optim: dict, z_dim: int, batch_size: int, steps: int, seed: int = 0, example_input: torch.Tensor | None = None,
-                 log_every: int = 10, n_fixed: int = 64, run_config: dict | None = None, perf: dict | None = None):
+                 log_every: int = 10, n_fixed: int = 64, run_config: dict | None = None, perf: dict | None = None,
+                 optimizer=None):
         super().__init__()
         self.automatic_optimization = False
         self.G, self.D = generator, discriminator
         self.regularizer, self.gan_loss = regularizer, loss
         self.optim = dict(optim)
+        self.optimizer = optimizer  # params -> torch optimizer (the optim config's partial); None: Adam from optim
         self.n_dis = int(self.optim["n_dis"])
         self.z_dim, self.batch_size, self.steps, self.seed = z_dim, batch_size, steps, seed
         self.log_every = max(1, int(log_every))
@@ -172,9 +174,12 @@ class GAN(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
-        betas = (float(o["beta1"]), float(o["beta2"]))
-        opt_d = torch.optim.Adam(self.D.parameters(), lr=float(o["lr"]), betas=betas)
-        opt_g = torch.optim.Adam(self.G.parameters(), lr=float(o["lr"]), betas=betas)
+        make = self.optimizer
+        if make is None:
+            from functools import partial
+
+            make = partial(torch.optim.Adam, lr=float(o["lr"]), betas=(float(o["beta1"]), float(o["beta2"])))
+        opt_d, opt_g = make(self.D.parameters()), make(self.G.parameters())
         if o.get("lr_decay", "none") == "linear":
             steps = self.steps
             decay = lambda i: 1.0 - min(i, steps) / steps  # noqa: E731  linear to 0; i = G updates done

@@ -1,8 +1,9 @@
 """Train one GAN: ``python -m src.train [group=option ...] [key=value ...]`` (Hydra).
 
-Thin on purpose: compose the config, build the pieces with hydra.utils.instantiate, hand them to
-Lightning, score the generator, and write summary.json (status completed / diverged / failed /
-interrupted; "running" while it trains).
+Thin on purpose: the run's pieces are built by src/assemble.py (``assemble``); this module is the
+Hydra entry point and a run's lifecycle: lock the run directory, check the config and the checkpoint
+to resume from, fit, score the generator, and write summary.json (status completed / diverged /
+failed / interrupted; "running" while it trains).
 
 What keeps long, many-job work honest lives here too: the run directory's lock (src/run_lock.py),
 the signal handling (src/callbacks/interrupt.py), the checks that a resumed checkpoint means the same
@@ -19,94 +20,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import DivergedError, UserError
-from .summary import base_summary, method_fields, write_summary
+from .summary import base_summary, write_summary
 
 log = logging.getLogger(__name__)
-
-
-def build_run(cfg: DictConfig, run_dir: Path):
-    """Everything a run needs, built and checked before any training: (module, datamodule, evaluator, trainer kwargs)."""
-    import lightning as L
-    import torch
-
-    from .data import GANDataModule
-    from .errors import instantiate
-    from .losses import get_loss
-    from .metrics import build_evaluator
-    from .module import GAN
-    from .regularizers import build_regularizer
-
-    from .threads import resolve_threads
-
-    threads = resolve_threads(cfg.get("threads"), _hydra_launcher())
-    if threads:
-        torch.set_num_threads(threads)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    data_cfg.pop("steps", None)
-    datamodule = GANDataModule(**data_cfg)
-    datamodule.load()
-    evaluator = build_evaluator(cfg.metrics, datamodule)
-    evaluator.check_ready()  # fail now, not after hours of training
-    regularizer = build_regularizer(cfg.regularizer, cfg.get("penalty"))
-    loss = get_loss(cfg.loss.name)
-
-    arch = OmegaConf.to_container(cfg.arch, resolve=True)
-    arch.pop("name")
-    if datamodule.is_image:
-        generator, discriminator = instantiate(arch, z_dim=cfg.z_dim, resolution=datamodule.resolution, channels=datamodule.channels)
-    else:
-        generator, discriminator = instantiate(arch, z_dim=cfg.z_dim, data_shape=datamodule.sample_shape)
-    example = datamodule.sample(2, torch.Generator().manual_seed(0))
-    module = GAN(generator, discriminator, regularizer, loss, OmegaConf.to_container(cfg.optim, resolve=True),
-                 z_dim=cfg.z_dim, batch_size=cfg.data.batch_size, steps=cfg.steps, seed=cfg.seed,
-                 example_input=example, log_every=cfg.log_every,
-                 run_config=OmegaConf.to_container(cfg, resolve=True),
-                 perf=OmegaConf.to_container(cfg.perf, resolve=True) if cfg.get("perf") else None)
-    return module, datamodule, evaluator
-
-
-def _hydra_launcher() -> dict | None:
-    """The Hydra launcher's config in a multirun (for the threads a job may take), else None."""
-    try:
-        hc = HydraConfig.get()
-    except ValueError:  # not under Hydra (tests composing configs)
-        return None
-    if hc.mode != RunMode.MULTIRUN:
-        return None
-    return OmegaConf.to_container(hc.launcher, resolve=False) if hc.get("launcher") else None
-
-
-def make_trainer(cfg: DictConfig, run_dir: Path, module, extra_callbacks=(), guard=None, resume_step: int = 0):
-    import lightning as L
-    from hydra.utils import instantiate
-
-    from .callbacks import GeneratorStepCheckpoint, LossCurves, SampleSnapshots, StepTimer
-    from .callbacks.interrupt import InterruptGuard, StopAtStepBoundary
-    from .checkpoint_io import AtomicCheckpointIO
-    from .module import total_optimizer_steps
-
-    n_dis = int(cfg.optim.n_dis)
-    timer = StepTimer()
-    checkpoints = GeneratorStepCheckpoint(n_dis, cfg.checkpoint.every, dirpath=run_dir / "checkpoints", save_top_k=-1, save_last=True)
-    callbacks = [
-        StopAtStepBoundary(guard or InterruptGuard(), checkpoints.last_path),
-        checkpoints,
-        SampleSnapshots(run_dir / "samples", every=cfg.samples.every),
-        LossCurves(run_dir / "loss_curves.png", title=f"{method_fields(cfg)['method']} / {cfg.loss.name} / {cfg.optim.name}"),
-        timer,
-        *extra_callbacks,
-        *[instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and c.get("_target_")],
-    ]
-    logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else False
-    if logger and hasattr(logger, "resume_at"):
-        logger.resume_at(resume_step)  # keep the history of the segments before this one
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer = L.Trainer(
-        max_steps=total_optimizer_steps(cfg.steps, n_dis), max_epochs=-1, logger=logger, callbacks=callbacks,
-        default_root_dir=str(run_dir), log_every_n_steps=max(1, int(cfg.log_every)), enable_model_summary=False,
-        num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()], **trainer_kwargs)
-    return trainer, timer
 
 
 def peak_memory() -> dict:
@@ -260,6 +176,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 def _run_locked(cfg: DictConfig, run_dir: Path, summary: dict, guard) -> dict:
+    from .assemble import assemble
     from .callbacks.interrupt import RunInterrupted
     from .summary import read_summary
     from .validation import validate
@@ -288,10 +205,9 @@ def _run_locked(cfg: DictConfig, run_dir: Path, summary: dict, guard) -> dict:
             _save_run_config(cfg, run_dir)
         validate(cfg)
         ckpt, resume_step = resolve_ckpt(cfg, run_dir)
-        module, datamodule, evaluator = build_run(cfg, run_dir)
-        datamodule.steps_per_fit = cfg.steps
-        trainer, timer = make_trainer(cfg, run_dir, module, getattr(evaluator, "training_callbacks", lambda: [])(),
-                                      guard=guard, resume_step=resume_step)
+        built = assemble(cfg, run_dir, guard=guard, resume_step=resume_step)
+        module, datamodule, evaluator, trainer, timer = (built.module, built.datamodule, built.evaluator,
+                                                         built.trainer, built.timer)
         if writer and not config_saved:
             _save_run_config(cfg, run_dir)
         started = True

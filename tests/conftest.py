@@ -99,22 +99,27 @@ def cli():
 
 def compose_config(overrides, run_dir=None):
     """Compose the run config as the CLI would (with Hydra's runtime keys set for run_dir)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
+    from src.assemble import compose
 
-    GlobalHydra.instance().clear()
-    overrides = list(overrides)
-    if run_dir is not None:
-        overrides.append(f"hydra.runtime.output_dir={run_dir}")
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    from omegaconf import open_dict
+    return compose(overrides, run_dir)
 
-    with open_dict(cfg):  # the CLI's cfg has no hydra node either
-        del cfg["hydra"]
-    return cfg
+
+def capture_modules(monkeypatch, hook=None) -> list:
+    """The GAN modules src.train assembles, in order (so a test can inspect the trained one); ``hook(module)``,
+    when given, runs on each before it trains."""
+    import src.assemble
+
+    modules, real_assemble = [], src.assemble.assemble
+
+    def capture(*args, **kwargs):
+        run = real_assemble(*args, **kwargs)
+        modules.append(run.module)
+        if hook is not None:
+            hook(run.module)
+        return run
+
+    monkeypatch.setattr(src.assemble, "assemble", capture)
+    return modules
 
 
 def train_in_process(overrides, run_dir):

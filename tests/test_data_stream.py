@@ -7,9 +7,8 @@ import sys
 import pytest
 import torch
 from torch.utils.data import DataLoader
-from tests.conftest import REPO, compose_config, make_image_folder, run_cli, train_in_process
+from tests.conftest import REPO, capture_modules, compose_config, make_image_folder, run_cli, train_in_process
 
-import src.train
 from src.data import GANDataModule
 from src.data.stream import RealBatches, ShuffledStream
 from src.errors import ConfigError
@@ -71,12 +70,9 @@ def test_sampler_draws_without_replacement_a_fresh_permutation_per_pass():
 # ---- training -------------------------------------------------------------------------------------------
 
 def test_streamed_training_run_feeds_every_d_update_a_fresh_streamed_batch(folder, tmp_path, monkeypatch):
-    seen, modules = [], []
-    real_build_run = src.train.build_run
+    seen = []
 
-    def capture(*args, **kwargs):
-        out = real_build_run(*args, **kwargs)
-        module = out[0]
+    def record(module):
         original = module.real_batches
 
         def recording(batch):
@@ -84,10 +80,8 @@ def test_streamed_training_run_feeds_every_d_update_a_fresh_streamed_batch(folde
                 seen.append(real.detach().clone())
                 yield real
         module.real_batches = recording
-        modules.append(module)
-        return out
 
-    monkeypatch.setattr(src.train, "build_run", capture)
+    capture_modules(monkeypatch, record)
     steps, n_dis, bs = 4, 2, 4
     summary = train_in_process([*TRAIN, *STREAM, f"data.root={folder}", f"steps={steps}", "checkpoint.every=0"], tmp_path / "run")
     assert summary["status"] == "completed", summary["error"]

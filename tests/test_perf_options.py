@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from tests.conftest import make_image_folder, train_in_process
+from tests.conftest import capture_modules, make_image_folder, train_in_process
 
 import src.regularizers.wgan_gp
 import src.train
@@ -28,17 +28,8 @@ def folder(tmp_path_factory):
 @pytest.fixture
 def built(monkeypatch):
     """The modules src.train builds, in order; ``hooks`` are called on each before it trains."""
-    modules, hooks = [], []
-    real_build_run = src.train.build_run
-
-    def capture(*args, **kwargs):
-        out = real_build_run(*args, **kwargs)
-        modules.append(out[0])
-        for hook in hooks:
-            hook(out[0])
-        return out
-
-    monkeypatch.setattr(src.train, "build_run", capture)
+    hooks = []
+    modules = capture_modules(monkeypatch, lambda module: [hook(module) for hook in hooks])
     return modules, hooks
 
 

@@ -1,9 +1,9 @@
 """Every regularizer through real trainings: every arch, checkpoints that load back, CLI runs, bad input."""
 import pytest
 import torch
-from tests.conftest import compose_config, run_cli, train_in_process
+from src.assemble import assemble
+from tests.conftest import capture_modules, compose_config, run_cli, train_in_process
 
-import src.train
 from src.regularizers.base import weight_layers
 from src.regularizers.weight_clip import WeightClip
 
@@ -21,23 +21,13 @@ FAST = ["steps=2", "metrics=none", "samples.every=0", "checkpoint.every=0", "log
 @pytest.fixture
 def built(monkeypatch):
     """The modules src.train builds, in order (so a test can inspect the trained one)."""
-    modules = []
-    real_build_run = src.train.build_run
-
-    def capture(*args, **kwargs):
-        out = real_build_run(*args, **kwargs)
-        modules.append(out[0])
-        return out
-
-    monkeypatch.setattr(src.train, "build_run", capture)
-    return modules
+    return capture_modules(monkeypatch)
 
 
 def fresh_module(overrides, run_dir, seed: int):
     """A newly built module (another seed, so nothing matches the trained one by accident)."""
     cfg = compose_config(["trainer.enable_progress_bar=false", *overrides, f"seed={seed}"], run_dir)
-    module, _, _ = src.train.build_run(cfg, run_dir)
-    return module
+    return assemble(cfg, run_dir, trainer=False).module
 
 
 def d_tensors(module):

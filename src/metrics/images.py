@@ -111,15 +111,15 @@ def folder_set(root: str, n: int | None = None, channels: int = 3, name: str | N
 
 def datamodule_set(datamodule, split: str | None, n: int | None) -> ImageSet:
     """The real images of a run: the training data, or another split of the same dataset, at the run's resolution."""
-    from ..data.datamodule import GANDataModule
+    from ..assemble import build_datamodule
 
     dm = datamodule
     if dm.name in ("digits", "image_folder"):
         split = "all" if dm.name == "digits" else "files"
     elif split not in (None, "", dm.split):
-        dm = GANDataModule(name=dm.name, batch_size=dm.batch_size, root=dm.root, resolution=dm.resolution,
-                           channels=dm.channels, split=split, download=dm.download, max_images=dm.max_images,
-                           cache=dm.cache).load()
+        dm = build_datamodule(dict(name=dm.name, batch_size=dm.batch_size, root=dm.root, resolution=dm.resolution,
+                                   channels=dm.channels, split=split, download=dm.download, max_images=dm.max_images,
+                                   cache=dm.cache)).load()
     data = dm.load().data
     idx = subset_indices(data.shape[0], n)
     images = data[torch.from_numpy(idx).to(data.device)].cpu()
