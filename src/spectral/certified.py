@@ -76,6 +76,11 @@ class ConvCertifier:
 
     Keeps per-frequency power-iteration vectors between calls (``x``), so repeated calls on slowly
     changing weights (sn_gram's training steps) need only a few iterations per call.
+
+    Only half of the tap products are formed: the pair (t', t) gives the transpose of the pair
+    (t, t') at the opposite difference (M_{-d} = M_d^T), so with N_d the sum over pairs t < t' (a
+    half-plane of differences), G(w) = M_0 + sum_d cos(theta_d) (N_d + N_d^T) + i sin(theta_d) (N_d - N_d^T):
+    half the products and half the per-frequency assembly of the full sum over d.
     """
 
     def __init__(self, weight_shape, torus, dilation=(1, 1), device=None):
@@ -87,62 +92,108 @@ class ConvCertifier:
         h, w = self.torus
         dh, dw = dilation
         pos = torch.tensor([[a * dh, b * dw] for a in range(kh) for b in range(kw)])
-        diffs = pos[None, :, :] - pos[:, None, :]  # [t, t'] = p_t' - p_t
+        n_taps = len(pos)
+        # pairs t < t' (row-major taps): differences p_t' - p_t, all in one half-plane (negated for K K^H)
+        t1, t2 = torch.triu_indices(n_taps, n_taps, offset=1)
+        diffs = pos[t2] - pos[t1]
         if self.transpose:
             diffs = -diffs
-        self.keys, self.inverse = torch.unique(diffs.reshape(-1, 2), dim=0, return_inverse=True)
+        self.n_taps = n_taps
+        self.n_keys_full = len(torch.unique(torch.cat([diffs, -diffs, torch.zeros(1, 2, dtype=diffs.dtype)]), dim=0))
+        if len(diffs):
+            self.keys, inverse = torch.unique(diffs, dim=0, return_inverse=True)
+        else:  # a 1x1 kernel: G = M_0 at every frequency
+            self.keys, inverse = diffs.reshape(0, 2), torch.zeros(0, dtype=torch.long)
+        # key of pair (t, t') in the row-major list of pairs t < t', tap by tap
+        self.pair_key = inverse
         fu = torch.arange(h, dtype=torch.float64)
         fv = torch.arange(w // 2 + 1, dtype=torch.float64)  # rfft half: w and -w give conjugate G
         theta = -2 * math.pi * (fu[:, None, None] * self.keys[:, 0] / h + fv[None, :, None] * self.keys[:, 1] / w)
-        theta = theta.reshape(-1, len(self.keys))
+        theta = theta.reshape(h * (w // 2 + 1), len(self.keys))
         self.cos, self.sin = theta.cos().to(device), theta.sin().to(device)
         self.n_freq = theta.shape[0]
         self.x: torch.Tensor | None = None  # (n_freq, side) complex128 power-iteration vectors
 
     # ---- the Gram matrices ---------------------------------------------------------------------------
     def tap_products(self, weight: torch.Tensor):
-        """(M (D, c, c) float64, eta): M_d = sum over tap pairs with difference d of W_t^T W_t', and the
-        bound eta on the rounding error of any assembled G(w) (module docstring)."""
+        """(M_0 (c, c), S (D, c, c), A (D, c, c), eta) in float64: M_0 = sum_t W_t^T W_t, S_d = N_d + N_d^T
+        and A_d = N_d - N_d^T for N_d = the sum over tap pairs t < t' with difference d of W_t^T W_t'
+        (class docstring), and the bound eta on the rounding error of any assembled G(w) (module docstring)."""
         c_out, c_in, kh, kw = self.weight_shape
         w = weight.detach().double()
         taps = w.permute(2, 3, 0, 1).reshape(kh * kw, c_out, c_in)
         if self.transpose:
             taps = taps.transpose(1, 2)
         rows, c = taps.shape[1], taps.shape[2]
-        stacked = taps.permute(1, 0, 2).reshape(rows, -1)
-        pairs = (stacked.t() @ stacked).view(kh * kw, c, kh * kw, c).permute(0, 2, 1, 3).reshape(-1, c, c)
-        m = pairs.new_zeros(len(self.keys), c, c).index_add_(0, self.inverse.to(pairs.device), pairs)
-        eta = 4 * (rows + len(self.keys) + 16) * U64 * float(taps.flatten(1).norm(dim=1).sum()) ** 2
-        return m, eta
+        t_n = self.n_taps
+        stacked = taps.permute(1, 0, 2).reshape(rows, t_n * c)
+        lhs = taps.transpose(1, 2).contiguous()
+        m0 = torch.zeros(c, c, dtype=torch.float64, device=w.device)
+        n = w.new_zeros(len(self.keys), c, c)
+        key = self.pair_key.tolist()
+        at = 0
+        for t in range(t_n):  # row block t of the pair matrix, from its diagonal block on: (c, (T - t) c)
+            block = self._buffer("taps", (c, (t_n - t) * c), torch.float64, w.device)
+            torch.mm(lhs[t], stacked[:, t * c:], out=block)
+            m0 += block[:, :c]
+            for j in range(1, t_n - t):
+                n[key[at]] += block[:, j * c:(j + 1) * c]
+                at += 1
+        nt = n.transpose(1, 2)
+        eta = 4 * (rows + self.n_keys_full + 16) * U64 * float(taps.flatten(1).norm(dim=1).sum()) ** 2
+        return m0, n + nt, n - nt, eta
 
-    def grams(self, m: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """G(w) for the rfft2 frequencies ``index``: (len(index), c, c) complex128."""
-        flat = m.reshape(m.shape[0], -1)
-        cos, sin = self.cos[index].to(flat.device), self.sin[index].to(flat.device)
-        return torch.complex(cos @ flat, sin @ flat).view(len(index), self.side, self.side)
+    def grams(self, prods, index: torch.Tensor) -> torch.Tensor:
+        """G(w) for the rfft2 frequencies ``index``: (len(index), c, c) complex128 (in a reused buffer:
+        valid until the next call; fresh multi-MiB allocations cost as much as the assembly in page faults)."""
+        m0, sym, anti = prods[:3]
+        c, b = self.side, len(index)
+        out = self._buffer("g", (b, c, c), torch.complex128, m0.device)
+        parts = torch.view_as_real(out)
+        if len(self.keys) == 0:
+            parts[..., 0].copy_(m0.expand(b, c, c))
+            parts[..., 1].zero_()
+            return out
+        cos, sin = self.cos[index].to(m0.device), self.sin[index].to(m0.device)
+        tmp = self._buffer("tmp", (b, c * c), torch.float64, m0.device)
+        torch.addmm(m0.reshape(1, -1), cos, sym.reshape(len(self.keys), -1), out=tmp)
+        parts[..., 0].copy_(tmp.view(b, c, c))
+        torch.mm(sin, anti.reshape(len(self.keys), -1), out=tmp)
+        parts[..., 1].copy_(tmp.view(b, c, c))
+        return out
+
+    def _buffer(self, name, shape, dtype, device):
+        bufs = self.__dict__.setdefault("_buffers", {})
+        buf = bufs.get(name)
+        if buf is None or buf.dtype != dtype or buf.device != device or buf.numel() < math.prod(shape):
+            buf = bufs[name] = torch.empty(math.prod(shape), dtype=dtype, device=device)
+        return buf[:math.prod(shape)].view(shape)
 
     # ---- the bound -----------------------------------------------------------------------------------
     def bound(self, weight: torch.Tensor, tol: float = 0.005, n_iter: int = 30, method: str = "cholesky",
               gram_iter: int = 6, chunk_bytes: int = 256 * 2 ** 20) -> float:
         """Certified upper bound of |circular conv on the torus| >= |the layer as applied|."""
-        m, eta = self.tap_products(weight)
+        if method not in ("cholesky", "gram"):
+            raise ValueError(f"method must be 'cholesky' or 'gram', not {method!r}")
+        prods = self.tap_products(weight)
+        eta = prods[3]
         c = self.side
         per = max(1, chunk_bytes // (16 * c * c))
         chunks = [torch.arange(s, min(s + per, self.n_freq)) for s in range(0, self.n_freq, per)]
-        full = self.grams(m, chunks[0]) if len(chunks) == 1 else None  # small layers: assemble G once for all passes
+        full = self.grams(prods, chunks[0]) if len(chunks) == 1 else None  # small layers: assemble G once for all passes
 
         def get(idx):
-            return full[idx] if full is not None else self.grams(m, idx)
+            if full is None:
+                return self.grams(prods, idx)
+            return full if len(idx) == self.n_freq else full[idx.to(full.device)]
         if method == "gram":
             best = max(float(gram_iteration_bound(get(idx), gram_iter).max()) for idx in chunks)
             return math.sqrt(best + eta)  # G's rounding error, on the squared norm
-        if method != "cholesky":
-            raise ValueError(f"method must be 'cholesky' or 'gram', not {method!r}")
         # 1. power iteration per frequency (warm-started): lower estimates of lambda_max(G(w))
-        if self.x is None or self.x.shape != (self.n_freq, c) or self.x.device != m.device:
+        if self.x is None or self.x.shape != (self.n_freq, c) or self.x.device != prods[0].device:
             gen = torch.Generator().manual_seed(0)
             self.x = torch.complex(torch.randn(self.n_freq, c, generator=gen, dtype=torch.float64),
-                                   torch.randn(self.n_freq, c, generator=gen, dtype=torch.float64)).to(m.device)
+                                   torch.randn(self.n_freq, c, generator=gen, dtype=torch.float64)).to(prods[0].device)
         est = torch.empty(self.n_freq, dtype=torch.float64)
         for idx in chunks:
             est[idx] = self._power(get(idx), idx, n_iter).cpu()
@@ -151,21 +202,17 @@ class ConvCertifier:
         if mu <= 0:
             mu = 1e-300
         pending, worst_eps = torch.arange(self.n_freq), 0.0
+        gamma = 4 * (c + 1) * U64
         for _ in range(200):  # (1 + tol)^400 covers any estimate error
             failed = []
             for idx in (pending[s:s + per] for s in range(0, len(pending), per)):
                 g = get(idx)
-                a = -g
-                a.diagonal(dim1=-2, dim2=-1).add_(mu)
-                _, info = torch.linalg.cholesky_ex(a)
-                ok = (info == 0).cpu()
-                tr = a.diagonal(dim1=-2, dim2=-1).real.sum(-1).cpu()
-                gamma = 4 * (c + 1) * U64
+                ok, tr = _cholesky_succeeds(g, mu, self._buffer("a", g.shape, g.dtype, g.device))
                 if ok.any():
                     worst_eps = max(worst_eps, float(tr[ok].max()) * gamma / (1 - gamma))
                 if (~ok).any():
                     bad = idx[~ok]
-                    est[bad] = self._power(g[~ok], bad, 10).cpu()  # refine where mu was too low
+                    est[bad] = self._power(g[~ok.to(g.device)], bad, 10).cpu()  # refine where mu was too low
                     failed.append(bad)
             if not failed:
                 break
@@ -183,6 +230,24 @@ class ConvCertifier:
             x = y / y.norm(dim=1, keepdim=True).clamp_min(1e-300)
         self.x[idx.to(self.x.device)] = x
         return torch.einsum("bi,bij,bj->b", x.conj(), g, x).real.clamp_min(0)  # Rayleigh quotient <= lambda_max
+
+
+def _cholesky_succeeds(g: torch.Tensor, mu: float, work: torch.Tensor):
+    """(ok (B,) bool, tr (B,) float64) for A = mu I - G(w) per matrix: whether its Cholesky factorization
+    completes in floating point, and tr(A) (for the rounding margin; module docstring). ``work``: a
+    buffer like g for A. On the CPU LAPACK's zpotrf runs in place on it without zeroing the other
+    triangle (torch's batched cholesky_ex copies and clears it: ~2x the factorization's own time here)."""
+    tr = (mu - g.diagonal(dim1=-2, dim2=-1).real).sum(-1).cpu()
+    a = torch.neg(g, out=work)
+    a.diagonal(dim1=-2, dim2=-1).add_(mu)
+    if a.device.type == "cpu" and a.dtype == torch.complex128:
+        from scipy.linalg import lapack
+
+        arr = a.numpy()  # rows contiguous: arr[i].T is the same memory in column order (conj(A): PD iff A is)
+        ok = [lapack.zpotrf(arr[i].T, lower=1, clean=0, overwrite_a=1)[1] == 0 for i in range(len(arr))]
+        return torch.tensor(ok, dtype=torch.bool), tr
+    _, info = torch.linalg.cholesky_ex(a)
+    return (info == 0).cpu(), tr
 
 
 def check_certifiable(layer: nn.Module) -> str | None:
