@@ -22,7 +22,12 @@ from pathlib import Path
 CONF = Path(__file__).resolve().parents[1] / "conf"
 WEIGHTS_HINT = {"option": "--inception-weights", "fallback": "then rerun"}
 PROTOCOLS = ("paper", "full", "fast")
-DATASETS = ("cifar10", "stl10", "digits")
+
+def reference_datasets() -> tuple:
+    """The datasets --real may name (src/data/spec.py: named_reference)."""
+    from .data import datasets, names
+
+    return tuple(n for n in names() if datasets()[n].named_reference)
 
 
 def parse_args(argv=None):
@@ -31,7 +36,7 @@ def parse_args(argv=None):
     p = Parser(prog="python -m src.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("run", nargs="?", help="a run directory (uses checkpoints/last.ckpt) or a .ckpt file")
     p.add_argument("--fake", metavar="DIR", help="score this folder of generated images instead of a run")
-    p.add_argument("--real", metavar="DIR|DATASET", help=f"with --fake: a folder of real images or one of {', '.join(DATASETS)}")
+    p.add_argument("--real", metavar="DIR|DATASET", help=f"with --fake: a folder of real images or one of {', '.join(reference_datasets())}")
     p.add_argument("--data-root", metavar="DIR", help="where the real dataset is (default: the run's data.root, or the "
                    "data config's default root)")
     p.add_argument("--real-split", metavar="SPLIT", help="dataset split of the real images (default: the training split)")
@@ -197,9 +202,9 @@ def score_run(args) -> tuple[dict, dict, dict]:
             metrics = toy.evaluate(sampler(generator, config["z_dim"], torch.device("cpu")))
         return metrics, toy.protocol(), source
     cfg = metrics_config(args, config.get("metrics"))
-    evaluator = ImageEvaluator(cfg, dataset=datamodule.name, device=device, weights_hint=WEIGHTS_HINT)
+    evaluator = ImageEvaluator(cfg, features=datamodule.spec.features, device=device, weights_hint=WEIGHTS_HINT)
     evaluator.check_ready()
-    if args.real_split and datamodule.name in ("digits", "image_folder"):
+    if args.real_split and datamodule.spec.splits is None:
         raise UserError(f"--real-split does not apply to data={datamodule.name} (it has one set of images)")
     metrics = evaluator.score(sampler(generator, config["z_dim"], evaluator.device),
                               datamodule_set(datamodule, cfg.get("real_split"), cfg["n_real"]))
@@ -221,25 +226,26 @@ def score_folders(args) -> tuple[dict, dict, dict]:
     from .metrics.images import ImageEvaluator, datamodule_set, folder_set
 
     real = args.real
+    references = reference_datasets()
     refuse_grids(args.fake, "--fake")  # before loading any network: a grid is never worth scoring
-    if real not in DATASETS and Path(real).expanduser().is_dir():
+    if real not in references and Path(real).expanduser().is_dir():
         refuse_grids(real, "--real")
     cfg = metrics_config(args)
     device = torch.device(args.device) if args.device else None
-    if real in DATASETS:
+    if real in references:
         preset = OmegaConf.load(CONF / "data" / f"{real}.yaml")
         data = {k: preset.get(k) for k in ("_target_", "name", "split", "resolution", "channels", "batch_size")}
         root = args.data_root or preset.get("root")  # the data config's default (e.g. $CIFAR10_ROOT or data/cifar10)
         datamodule = build_datamodule(data, root=root, download=False).load()
-        evaluator = ImageEvaluator(cfg, dataset=real, device=device, weights_hint=WEIGHTS_HINT)
+        evaluator = ImageEvaluator(cfg, features=datamodule.spec.features, device=device, weights_hint=WEIGHTS_HINT)
         evaluator.check_ready()
         real_set = datamodule_set(datamodule, cfg.get("real_split"), cfg["n_real"])
     else:
         if not Path(real).expanduser().is_dir():
-            raise UserError(f"--real {real} is neither a folder nor one of {', '.join(DATASETS)}")
+            raise UserError(f"--real {real} is neither a folder nor one of {', '.join(references)}")
         if args.real_split:
             raise UserError("--real-split applies to datasets, not to a folder of real images")
-        evaluator = ImageEvaluator(cfg, dataset="image_folder", device=device, weights_hint=WEIGHTS_HINT)
+        evaluator = ImageEvaluator(cfg, features="inception", device=device, weights_hint=WEIGHTS_HINT)
         evaluator.check_ready()
         real_set = folder_set(real, cfg["n_real"], channels=evaluator.features().channels)
     fake_set = folder_set(args.fake, cfg["n_fake"], channels=evaluator.features().channels,

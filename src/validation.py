@@ -55,7 +55,10 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=0)
         if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
             raise ConfigError(f"{key}={value!r} is invalid; it must be a non-negative integer (0 turns it off)")
-    if cfg.data.name != "toy2d":
+    from .data.spec import dataset
+
+    image = dataset(cfg.data.name).image  # what the dataset declares (src/data/spec.py)
+    if image:
         _number(cfg, "data.resolution", integer=True)
     _check_device(cfg)
     from .data.datamodule import check_stream_options  # data.in_memory / num_workers / prefetch_factor
@@ -69,10 +72,10 @@ def validate(cfg: DictConfig) -> None:
     decay = OmegaConf.select(cfg, "optim.lr_decay", default="none")
     if decay not in ("none", "linear"):
         raise ConfigError(f"optim.lr_decay={decay!r} is unknown; valid: none, linear")
-    if cfg.arch.name == "mlp" and cfg.data.name != "toy2d" and cfg.data.get("resolution", 8) > 16:
+    if cfg.arch.name == "mlp" and image and cfg.data.get("resolution", 8) > 16:
         raise ConfigError(f"arch=mlp is for 2-D and tiny data, not data={cfg.data.name} at {cfg.data.resolution}x{cfg.data.resolution}; use arch=standard_cnn or arch=resnet")
-    if cfg.arch.name != "mlp" and cfg.data.name == "toy2d":
-        raise ConfigError(f"arch={cfg.arch.name} needs image data, not data=toy2d; use arch=mlp")
+    if cfg.arch.name != "mlp" and not image:
+        raise ConfigError(f"arch={cfg.arch.name} needs image data, not data={cfg.data.name}; use arch=mlp")
     if OmegaConf.select(cfg, "regularizer.name") == "batch_norm" and cfg.data.batch_size < 2:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} is invalid with regularizer=batch_norm: batch "
                           "normalization needs at least 2 samples per batch; use data.batch_size>=2 or another regularizer")

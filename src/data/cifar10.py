@@ -23,6 +23,7 @@ import torch
 
 from ..errors import DataError
 from .paths import printable
+from .spec import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +127,12 @@ def load_cifar10(root: str, split: str = "train", download: bool = True) -> torc
         log.warning("CIFAR-10 files %s in %s differ from the official ones (md5): fine for a re-packed copy, "
                     "otherwise re-extract cifar-10-python.tar.gz", ", ".join(unofficial), printable(folder))
     return torch.from_numpy(np.concatenate(arrays))
+
+
+def _load(dm) -> torch.Tensor:
+    from .images import resize_uint8
+
+    return resize_uint8(load_cifar10(dm.root_or_fail(), dm.split, dm.download), dm.resolution)
+
+
+DATASET = Dataset("cifar10", _load, channels=(3,), splits=tuple(SPLITS), named_reference=True)

@@ -38,12 +38,10 @@ from torch.utils.data import DataLoader
 
 from ..errors import ConfigError, DataError
 from .paths import printable
+from .spec import dataset, streamable
 
 log = logging.getLogger(__name__)
 
-NAMES = ("toy2d", "digits", "cifar10", "stl10", "image_folder")
-STREAMABLE = ("image_folder",)  # datasets with a streaming path (data.in_memory=false)
-CHANNELS = {"digits": (1,), "cifar10": (3,), "stl10": (3,), "image_folder": (1, 3)}  # valid data.channels
 CACHE_FORMAT = 2  # entries {"images": uint8 tensor, "sha256": hex of its bytes, "format": 2}
 
 
@@ -57,23 +55,17 @@ class GANDataModule(L.LightningDataModule):
                  std: float | None = None, n_points: int = 100_000, max_images: int | None = None, cache: bool = True,
                  data_seed: int = 0, in_memory: bool = True, num_workers: int = 0, prefetch_factor: int = 2, **_ignored):
         super().__init__()
-        if name not in NAMES:
-            raise ConfigError(f"data.name={name!r} is unknown; valid: {', '.join(NAMES)}")
+        self.spec = dataset(name)  # what the dataset is (src/data/spec.py), declared by its module
         check_stream_options(name, in_memory, num_workers, prefetch_factor)
-        if name != "toy2d":
+        if self.spec.image:
             resolution, channels, max_images = check_image_options(name, resolution, channels, max_images)
         self.in_memory, self.num_workers, self.prefetch_factor = in_memory, int(num_workers), int(prefetch_factor)
         self.stream_position = 0  # streaming: real images consumed by training steps so far (checkpointed)
         self.name, self.batch_size, self.root, self.resolution, self.channels = name, batch_size, root, resolution, channels
-        if name == "toy2d":
-            from .toy2d import resolve_std
-
-            std = resolve_std(variant, std)
-            if not _positive_int(n_points):
-                raise ConfigError(f"data.n_points={n_points!r} is invalid; it must be a positive integer (the size of the "
-                                  f"toy data pool){_write_int(n_points)}")
         self.split, self.download, self.variant, self.std, self.n_points = split, download, variant, std, n_points
         self.max_images, self.cache, self.data_seed = max_images, cache, data_seed
+        if self.spec.check is not None:
+            self.spec.check(self)
         # uint8 images (N, C, H, W) or float32 points (N, 2); streaming: a FolderImages, decoded on access
         self.data: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
@@ -82,7 +74,7 @@ class GANDataModule(L.LightningDataModule):
     # ---- loading -------------------------------------------------------------------------------------
     @property
     def is_image(self) -> bool:
-        return self.name != "toy2d"
+        return self.spec.image
 
     @property
     def streaming(self) -> bool:
@@ -105,56 +97,25 @@ class GANDataModule(L.LightningDataModule):
             raise DataError(message) from None
 
     def _load(self) -> "GANDataModule":
-        if self.name == "toy2d":
-            from .toy2d import sample_toy2d
-
-            self.data = sample_toy2d(self.variant, self.n_points, self.data_seed, self.std)
-        elif self.name == "digits":
-            from .digits import load_digits_images
-
-            self.data, self.labels = load_digits_images(self.resolution)
-        elif self.name == "cifar10":
-            from .cifar10 import load_cifar10
-            from .images import resize_uint8
-
-            self.data = resize_uint8(load_cifar10(self._root(), self.split, self.download), self.resolution)
-        elif self.name == "stl10":
-            from .stl10 import FOLDER, SPLITS, load_stl10
-
-            sources = [Path(self._root()).expanduser() / FOLDER / f for f in SPLITS.get(self.split, [])]
-            self.data = self._cached("stl10", lambda: load_stl10(self._root(), self.split, self.resolution, self.download),
-                                     sources=sources)
-        elif self.name == "image_folder" and self.streaming:
-            from .images import check_fits_in_memory
-            from .stream import FolderImages
-
-            self.data = FolderImages.from_root(self._root(), self.resolution, self.channels, self.max_images)
-            check_fits_in_memory(self.batch_size, self.channels, self.resolution, f"a batch of {self.batch_size} images")
-        elif self.name == "image_folder":
-            from .image_folder import decode_files, list_images
-
-            files = list_images(self._root())
-            files = files[: self.max_images] if self.max_images else files
-            self.data = self._cached("folder", lambda: decode_files(files, self.resolution, self.channels, desc=f"decoding {self.root}"),
-                                     sources=files)
+        self.data = self.spec.load(self)
         if self.max_images and self.data.shape[0] > self.max_images:
             self.data = self.data[: self.max_images]
         if self.data.shape[0] == 0:
             raise DataError(f"data {self.name} at {self.root} holds no samples")
         return self
 
-    def _root(self) -> str:
+    def root_or_fail(self) -> str:
         if not self.root:
             raise ConfigError(f"data.root is not set; data={self.name} needs the folder that holds (or will receive) the dataset")
         return str(self.root)
 
-    def _cached(self, tag: str, build, sources=()) -> torch.Tensor:
+    def cached(self, tag: str, build, sources=()) -> torch.Tensor:
         """Decoded/resized tensors are cached on disk so sweeps decode each dataset once (see the module doc)."""
         if not self.cache:
             return build()
         key = hashlib.sha256()
         # os.fsencode: paths given as non-UTF-8 bytes arrive as surrogate escapes, which str.encode() rejects
-        key.update(os.fsencode(f"{tag}:{CACHE_FORMAT}:{Path(self._root()).expanduser().resolve()}:{self.split}:"
+        key.update(os.fsencode(f"{tag}:{CACHE_FORMAT}:{Path(self.root_or_fail()).expanduser().resolve()}:{self.split}:"
                                f"{self.resolution}:{self.channels}:{self.max_images}\n"))
         for source in sources:
             key.update(source_stamp(source))
@@ -257,7 +218,7 @@ def check_image_options(name: str, resolution, channels, max_images) -> tuple:
     if not _positive_int(resolution):
         raise ConfigError(f"data.resolution={resolution!r} is invalid; it must be a positive integer (pixels per side)"
                           f"{_write_int(resolution)}")
-    valid = CHANNELS.get(name, (1, 3))
+    valid = dataset(name).channels
     if not (_positive_int(channels) and channels in valid):
         what = "1 (grayscale) or 3 (RGB)" if valid == (1, 3) else f"{valid[0]}: data={name} has {valid[0]} channel{'s' * (valid[0] > 1)}"
         raise ConfigError(f"data.channels={channels!r} is invalid; valid: {what}{_write_int(channels)}")
@@ -314,9 +275,9 @@ def check_stream_options(name: str, in_memory, num_workers, prefetch_factor=2) -
     """One-line ConfigErrors for data.in_memory / data.num_workers / data.prefetch_factor."""
     if not isinstance(in_memory, bool):
         raise ConfigError(f"data.in_memory={in_memory!r} is invalid; it must be true (load the dataset into memory) "
-                          f"or false (stream it from disk: {', '.join(STREAMABLE)})")
-    if not in_memory and name not in STREAMABLE:
-        raise ConfigError(f"data.in_memory=false is not available for data={name}: only {', '.join(STREAMABLE)} "
+                          f"or false (stream it from disk: {', '.join(streamable())})")
+    if not in_memory and not dataset(name).streamable:
+        raise ConfigError(f"data.in_memory=false is not available for data={name}: only {', '.join(streamable())} "
                           f"streams from disk; use data.in_memory=true")
     if not (isinstance(num_workers, int) and not isinstance(num_workers, bool) and num_workers >= 0):
         raise ConfigError(f"data.num_workers={num_workers!r} is invalid; it must be a non-negative integer "

@@ -2,6 +2,8 @@
 import numpy as np
 import torch
 
+from .spec import Dataset
+
 
 def load_digits_images(resolution: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (N, 1, 8, 8) scaled from 0..16 to 0..255, and their labels."""
@@ -15,3 +17,12 @@ def load_digits_images(resolution: int = 8) -> tuple[torch.Tensor, torch.Tensor]
 
         tensor = resize_uint8(tensor, resolution)
     return tensor, torch.from_numpy(bunch.target.astype(np.int64))
+
+
+def _load(dm) -> torch.Tensor:
+    dm.data, dm.labels = load_digits_images(dm.resolution)
+    return dm.data
+
+
+# its feature network: a small classifier trained on these digits (src/metrics/digits.py)
+DATASET = Dataset("digits", _load, channels=(1,), features="digits-mlp", named_reference=True)

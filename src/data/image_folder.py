@@ -8,6 +8,7 @@ from tqdm import tqdm
 
 from ..errors import DataError
 from .images import check_fits_in_memory, open_8bit, resize_uint8
+from .spec import Dataset
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -53,3 +54,19 @@ def load_image_folder(root: str, resolution: int, channels: int = 3, max_images:
 
 
 __all__ = ["load_image_folder", "decode_files", "list_images", "resize_uint8"]
+
+
+def _load(dm) -> torch.Tensor:
+    """In memory: the folder decoded once (cached on disk); streaming: a FolderImages decoded on access."""
+    if dm.streaming:
+        from .stream import FolderImages
+
+        data = FolderImages.from_root(dm.root_or_fail(), dm.resolution, dm.channels, dm.max_images)
+        check_fits_in_memory(dm.batch_size, dm.channels, dm.resolution, f"a batch of {dm.batch_size} images")
+        return data
+    files = list_images(dm.root_or_fail())
+    files = files[: dm.max_images] if dm.max_images else files
+    return dm.cached("folder", lambda: decode_files(files, dm.resolution, dm.channels, desc=f"decoding {dm.root}"), sources=files)
+
+
+DATASET = Dataset("image_folder", _load, channels=(1, 3), whole="files", streamable=True)

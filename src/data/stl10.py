@@ -10,6 +10,7 @@ import torch
 
 from ..errors import DataError
 from .images import resize_uint8
+from .spec import Dataset
 
 URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
 MD5 = "91f7769df0f17e558f3565bffb0c7dfb"
@@ -47,3 +48,12 @@ def load_stl10(root: str, split: str = "unlabeled", resolution: int = 48, downlo
         # the official files are column-major per channel: (N, C, W, H)
         arrays.append(raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2))
     return resize_uint8(torch.from_numpy(np.ascontiguousarray(np.concatenate(arrays))), resolution)
+
+
+def _load(dm) -> torch.Tensor:
+    root = dm.root_or_fail()
+    sources = [Path(root).expanduser() / FOLDER / f for f in SPLITS.get(dm.split, [])]
+    return dm.cached("stl10", lambda: load_stl10(root, dm.split, dm.resolution, dm.download), sources=sources)
+
+
+DATASET = Dataset("stl10", _load, channels=(3,), splits=tuple(SPLITS), named_reference=True)

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .spec import Dataset
 
 VARIANTS = ("ring8", "grid25", "swiss_roll")
 # per-variant noise, as in the mode-collapse literature (Metz et al. 2017; Srivastava et al. 2017)
@@ -47,3 +48,19 @@ def sample_toy2d(variant: str, n: int, seed: int, std: float, radius: float = 2.
         idx = rng.integers(0, len(centers), n)
         pts = centers[idx] + rng.normal(0, std, (n, 2))
     return torch.as_tensor(pts, dtype=torch.float32)
+
+
+def _check(dm) -> None:
+    """data.variant / data.std / data.n_points, when the datamodule is built (one-line ConfigErrors)."""
+    dm.std = resolve_std(dm.variant, dm.std)
+    n = dm.n_points
+    if not (isinstance(n, int) and not isinstance(n, bool) and n > 0):
+        hint = f" (write {int(n)}, not {n})" if isinstance(n, float) and n.is_integer() else ""
+        raise ConfigError(f"data.n_points={n!r} is invalid; it must be a positive integer (the size of the toy data pool){hint}")
+
+
+def _load(dm) -> torch.Tensor:
+    return sample_toy2d(dm.variant, dm.n_points, dm.data_seed, dm.std)
+
+
+DATASET = Dataset("toy2d", _load, image=False, channels=(), features="toy", check=_check)

@@ -11,6 +11,7 @@ its weights), digits.py (the digits classifier).
 """
 from omegaconf import DictConfig
 
+from ..data.spec import spec_of
 from ..errors import ConfigError
 from .toy import ToyEvaluator
 
@@ -39,7 +40,7 @@ def _count(cfg: DictConfig, key: str, default: int, low: int) -> int:
 def build_evaluator(cfg: DictConfig, datamodule):
     if cfg.get("name", "none") == "none":
         return NullEvaluator()
-    if datamodule.name == "toy2d":  # any preset: its n_fake samples, scored every `every` generator updates
+    if spec_of(datamodule).features == "toy":  # any preset: its n_fake samples, scored every `every` generator updates
         return ToyEvaluator(n_samples=_count(cfg, "n_fake", 2500, low=2), variant=datamodule.variant,
                             std=datamodule.std, every=_count(cfg, "every", 0, low=0), seed=_count(cfg, "seed", 0, low=0))
     from .images import build_image_evaluator  # IS / FID / KID (and the digits classifier)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..data.datamodule import default_cache_dir
+from ..data.digits import DATASET
 from .inception import sha256_file
 
 VERSION = 1
@@ -68,7 +69,7 @@ def train_digits_classifier(seed: int = 0, epochs: int = 400) -> tuple[dict, flo
 
 
 def classifier_path() -> Path:
-    return default_cache_dir() / "digits" / f"classifier-v{VERSION}.pt"
+    return default_cache_dir() / DATASET.name / f"classifier-v{VERSION}.pt"
 
 
 def load_or_train(path: Path | None = None, verbose: bool = True) -> tuple[DigitsMLP, dict, Path]:
@@ -106,7 +107,7 @@ class DigitsFeatures:
     name = "digits-mlp"
     feature_dim = FEATURES
     channels = 1
-    cache_subdir = "digits"
+    cache_subdir = DATASET.name  # real statistics under $GANLAB_CACHE/<dataset>
 
     def __init__(self, device: str | torch.device = "cpu", batch_size: int = 1000, path: Path | None = None):
         self.net, self.info, self.weights_path = load_or_train(path)

@@ -114,8 +114,8 @@ def datamodule_set(datamodule, split: str | None, n: int | None) -> ImageSet:
     from ..assemble import build_datamodule
 
     dm = datamodule
-    if dm.name in ("digits", "image_folder"):
-        split = "all" if dm.name == "digits" else "files"
+    if dm.spec.splits is None:  # one set of images (digits, a folder)
+        split = dm.spec.whole
     elif split not in (None, "", dm.split):
         dm = build_datamodule(dict(name=dm.name, batch_size=dm.batch_size, root=dm.root, resolution=dm.resolution,
                                    channels=dm.channels, split=split, download=dm.download, max_images=dm.max_images,
@@ -396,7 +396,7 @@ class ImageEvaluator:
 
     runs_on_all_ranks = True
 
-    def __init__(self, cfg: dict, dataset: str = "image", device: str | torch.device | None = None,
+    def __init__(self, cfg: dict, features: str = "inception", device: str | torch.device | None = None,
                  weights_hint: dict | None = None):
         self.preset = cfg.get("name", "custom")
         self.n_real = _int(cfg, "n_real", 2, allow_none=True)  # None: every real image
@@ -410,7 +410,7 @@ class ImageEvaluator:
         self.cache = bool(cfg.get("cache", True))
         self.real_split = cfg.get("real_split")
         self.weights = cfg.get("inception_weights")
-        self.dataset = dataset
+        self.feature_network = features  # the scored dataset's (src/data/spec.py): inception or digits-mlp
         self.weights_hint = weights_hint or {}  # how error messages tell the user to supply the weights
         self._explicit_device = device is not None
         self.device = torch.device(device) if device is not None else default_device()
@@ -428,9 +428,9 @@ class ImageEvaluator:
 
     def features(self):
         if self.extractor is None:
-            if self.dataset == "digits":
-                from .digits import DigitsFeatures
+            from .digits import DigitsFeatures
 
+            if self.feature_network == DigitsFeatures.name:
                 self.extractor = DigitsFeatures(self.device, batch_size=max(self.batch_size, 500))
             else:
                 from .inception import InceptionFeatures, resolve_inception_weights
@@ -608,7 +608,7 @@ def build_image_evaluator(cfg, datamodule) -> ImageEvaluator:
     from omegaconf import DictConfig, OmegaConf
 
     values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    return ImageEvaluator(values, dataset=datamodule.name)
+    return ImageEvaluator(values, features=datamodule.spec.features)
 
 
 __all__ = ["ImageEvaluator", "EvaluationCallback", "ImageSet", "build_image_evaluator", "folder_set",
