@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The study of issue 15: every regularizer x Adam settings A-F x seeds 0-2 on one task, two jobs at a time,
+# then the comparison report and the learning curves. Idempotent: rerunning the same command resumes a
+# stopped study (jobs with a completed summary are skipped, interrupted ones resume from their checkpoint).
+#
+#   sweeps/study.sh toy|digits              # run (or resume) the study into multirun/study_<task>/
+#   sweeps/study.sh toy|digits --publish    # also copy report, curves, summaries and overrides to docs/results/study_<task>/
+#   sweeps/study.sh toy|digits --report     # only rebuild the report from what has run so far (then --publish if given)
+#
+# Environment: PYTHON (default .venv/bin/python when present), N_JOBS (default 2), STUDY_ROOT (default multirun).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+task="${1:-}"
+case "$task" in
+  toy) metrics="sliced_wasserstein modes_covered high_quality_fraction" ;;   # the first ranks report/; each gets report/<metric>/
+  digits) metrics="fid is_mean kid_mean" ;;
+  *) echo "error: unknown task '${task}'; valid: toy, digits (usage: sweeps/study.sh toy|digits [--report] [--publish])" >&2; exit 2 ;;
+esac
+shift
+run=1; publish=0
+for arg in "$@"; do
+  case "$arg" in
+    --publish) publish=1 ;;
+    --report) run=0 ;;
+    *) echo "error: unknown option '${arg}'; valid: --report, --publish" >&2; exit 2 ;;
+  esac
+done
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+fi
+root="${STUDY_ROOT:-multirun}/study_${task}"
+mkdir -p "$root"
+rc=0
+if [ "$run" -eq 1 ]; then
+  for sweep in single pairs; do
+    exp="study_${task}"; [ "$sweep" = pairs ] && exp="study_${task}_pairs"
+    start=$(date +%s)
+    echo "$(date -u +%FT%TZ) start ${exp} -> ${root}/${sweep}" | tee -a "${root}/wall_time.log"
+    "$PYTHON" -m src.train -m "experiment=${exp}" hydra/launcher=parallel "hydra.launcher.n_jobs=${N_JOBS:-2}" \
+      "hydra.sweep.dir=${root}/${sweep}" || rc=$?
+    echo "$(date -u +%FT%TZ) end ${exp}: $(( $(date +%s) - start )) s wall, exit ${rc}" | tee -a "${root}/wall_time.log"
+    [ "$rc" -ne 0 ] && break
+  done
+fi
+dirs=()
+for sweep in single pairs; do [ -d "${root}/${sweep}" ] && dirs+=("${root}/${sweep}"); done
+if [ "${#dirs[@]}" -eq 0 ]; then echo "error: nothing has run under ${root} yet" >&2; exit 2; fi
+rm -rf "${root}/report"
+first=1
+for m in $metrics; do
+  out="${root}/report"; [ "$first" -eq 0 ] && out="${root}/report/by_${m}"
+  "$PYTHON" -m src.report "${dirs[@]}" --out "$out" --metric "$m" > /dev/null || rc=$?
+  "$PYTHON" -m src.analysis.learning_curves "${dirs[@]}" --metric "$m" --out "${root}/report/curves" > /dev/null || rc=$?
+  first=0
+done
+metric="${metrics%% *}"
+if [ "$publish" -eq 1 ]; then
+  dest="docs/results/study_${task}"
+  mkdir -p "$dest"
+  rm -rf "${dest}/report" "${dest}/runs"
+  cp -r "${root}/report" "${dest}/report"
+  [ -f "${root}/wall_time.log" ] && cp "${root}/wall_time.log" "$dest/"
+  for d in "${dirs[@]}"; do
+    sweep=$(basename "$d")
+    [ -f "$d/multirun.yaml" ] && install -D -m 644 "$d/multirun.yaml" "${dest}/runs/${sweep}/multirun.yaml"
+    for job in "$d"/*/; do
+      job=$(basename "$job")
+      for f in summary.json .hydra/overrides.yaml .hydra/config.yaml; do
+        [ -f "$d/$job/$f" ] && install -D -m 644 "$d/$job/$f" "${dest}/runs/${sweep}/${job}/$f"
+      done
+    done
+  done
+  echo "published to ${dest}/ (rebuild: python -m src.report ${dest}/runs/single ${dest}/runs/pairs --metric ${metric})"
+fi
+exit "$rc"
