@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from benchmarks._report import write_section
-from src.metrics.images import extract
+from src.metrics.features import extract
 from src.metrics.inception import InceptionFeatures, make_random_inception_weights
 from src.metrics.scores import FeatureStats, frechet_distance, kernel_distance
 

@@ -168,6 +168,19 @@ def build_generator(config: dict, state_dict: dict, datamodule):
     return generator.eval()
 
 
+class Rebuilt:
+    """A rebuilt generator with what the evaluators use of a GAN module: G, z_dim, g_step, generate(n, z=...)."""
+
+    def __init__(self, generator, z_dim: int, g_step: int | None = None):
+        self.G, self.z_dim, self.g_step = generator, z_dim, g_step
+
+    def generate(self, n: int, z=None):
+        import torch
+
+        with torch.no_grad():
+            return self.G(torch.randn(n, self.z_dim) if z is None else z).float().cpu()
+
+
 def sampler(generator, z_dim: int, device):
     import torch
 
@@ -185,7 +198,8 @@ def score_run(args) -> tuple[dict, dict, dict]:
 
     from .assemble import build_datamodule
     from .errors import UserError
-    from .metrics.images import ImageEvaluator, datamodule_set
+    from .metrics.evaluator import ImageEvaluator
+    from .metrics.image_sets import datamodule_set
 
     generator, config, ckpt_path, ckpt, _ = load_generator(Path(args.run))
     # scoring never downloads a dataset behind the user's back
@@ -197,9 +211,7 @@ def score_run(args) -> tuple[dict, dict, dict]:
         from .metrics.toy import ToyEvaluator
 
         toy = ToyEvaluator(n_samples=args.n_fake or 2500, variant=datamodule.variant, std=datamodule.std)
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            metrics = toy.evaluate(sampler(generator, config["z_dim"], torch.device("cpu")))
+        metrics = toy.evaluate(Rebuilt(generator, config["z_dim"], source["generator_steps"]))  # its own seeded noise
         return metrics, toy.protocol(), source
     cfg = metrics_config(args, config.get("metrics"))
     evaluator = ImageEvaluator(cfg, features=datamodule.spec.features, device=device, weights_hint=WEIGHTS_HINT)
@@ -223,7 +235,8 @@ def score_folders(args) -> tuple[dict, dict, dict]:
 
     from .assemble import build_datamodule
     from .errors import UserError
-    from .metrics.images import ImageEvaluator, datamodule_set, folder_set
+    from .metrics.evaluator import ImageEvaluator
+    from .metrics.image_sets import datamodule_set, folder_set
 
     real = args.real
     references = reference_datasets()

@@ -5,7 +5,7 @@
 The generator is rebuilt exactly as ``python -m src.evaluate`` rebuilds it (``src.evaluate.load_generator``).
 Images are written at the training resolution as 8-bit PNGs (grayscale for 1-channel data), numbered
 000000.png, 000001.png, ... in generation order, with the same [-1, 1] -> uint8 rounding as the scorer
-(``src.metrics.images.to_uint8``). The noise follows the evaluator's scheme: the global RNG seeded with
+(``src.metrics.image_sets.to_uint8``). The noise follows the evaluator's scheme: the global RNG seeded with
 ``--seed`` (default: the run's ``metrics.seed``), one ``randn(batch, z_dim)`` per batch of ``--batch-size``
 (default: the run's ``metrics.batch_size``) on ``--device``. With the run's defaults and the same device
 the folder holds exactly the images ``src.evaluate RUN`` scores, so ``src.evaluate --fake DIR`` reproduces
@@ -64,7 +64,7 @@ def export(run: str, n: int, out: str, seed: int | None = None, batch_size: int 
 
     from .errors import UserError
     from .evaluate import load_generator, sampler
-    from .metrics.images import to_uint8
+    from .metrics.image_sets import to_uint8
 
     target = _out_dir(out)
     generator, config, ckpt_path, _, datamodule = load_generator(Path(run))

@@ -225,7 +225,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, summary: dict, guard) -> dict:
         if trainer.is_global_zero or getattr(evaluator, "runs_on_all_ranks", False):
             if trainer.is_global_zero:
                 log.info("evaluating the generator ...")
-            metrics = evaluator.evaluate(module.generate, datamodule)
+            metrics = evaluator.evaluate(module, datamodule)
             history = metrics.pop("history", None)  # periodic evaluations (metrics.every)
             summary["metrics"] = metrics
             if history:

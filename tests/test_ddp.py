@@ -116,7 +116,8 @@ def _collective_worker(rank, world, port, out_dir):
     import torch.distributed as dist
 
     from src.errors import ConfigError, UserError
-    from src.metrics.images import extract, from_rank0, on_all_ranks
+    from src.metrics.distributed import from_rank0, on_all_ranks
+    from src.metrics.features import extract
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -147,7 +148,7 @@ def test_gathered_features_equal_one_process_and_errors_reach_every_rank(tmp_pat
     import torch
     import torch.multiprocessing as mp
 
-    from src.metrics.images import extract
+    from src.metrics.features import extract
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,7 +17,9 @@ from PIL import Image
 
 from conftest import run_cli, train_in_process
 from src.errors import ConfigError, UserError
-from src.metrics.images import ImageEvaluator, ImageSet, folder_set, real_statistics, to_uint8
+from src.metrics.evaluator import ImageEvaluator
+from src.metrics.features import real_statistics
+from src.metrics.image_sets import ImageSet, folder_set, to_uint8
 from src.metrics.inception import (InceptionFeatures, hub_weights_path, make_random_inception_weights,
                                    resolve_inception_weights, weights_file_name)
 from src.metrics.scores import FeatureStats, frechet_distance, kernel_distance

@@ -49,13 +49,13 @@ def test_score_is_the_measures_of_its_fixed_noise_samples():
 
     ev = ToyEvaluator(n_samples=300, every=0, seed=5)
     fake = G(torch.randn(300, 8, generator=torch.Generator().manual_seed(5))).detach().numpy()
-    got = ev.evaluate(Module().generate)
+    got = ev.evaluate(Module())
     from src.data.toy2d import mode_centers, sample_toy2d
     real = sample_toy2d("ring8", 300, 12345, 0.02).numpy()
     assert got["sliced_wasserstein"] == pytest.approx(sliced_wasserstein(fake, real), rel=1e-6)
     assert got["modes_covered"] == mode_statistics(fake, mode_centers("ring8"), 0.02)["modes_covered"]
     state = torch.get_rng_state()
-    ev.evaluate(Module().generate)
+    ev.evaluate(Module())
     assert torch.equal(state, torch.get_rng_state())  # the global RNG (training's) is never drawn from
 
 

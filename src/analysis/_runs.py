@@ -44,7 +44,7 @@ def train(overrides, run_dir: Path, prepare=None) -> dict:
     except DivergedError as exc:
         status, error = "diverged", str(exc)
     seconds = time.perf_counter() - t0
-    metrics = run.evaluator.evaluate(module.generate, dm) if status == "completed" else {}
+    metrics = run.evaluator.evaluate(module, dm) if status == "completed" else {}
     return {"module": module, "datamodule": dm, "trainer": trainer, "status": status, "error": error, "seconds": seconds,
             "steps": module.g_step, "metrics": metrics, "loss": run.cfg.loss.name}
 

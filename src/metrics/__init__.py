@@ -1,13 +1,15 @@
 """Evaluation of generators: toy 2-D measures, and (images) IS / FID / KID.
 
-``build_evaluator(metrics_cfg, datamodule)`` returns an object with
-``check_ready()`` (fail fast, before training, when the run could not be scored),
-``evaluate(sample_fn, datamodule) -> dict`` and ``protocol() -> dict``; image evaluators also give
-``training_callbacks()`` (scoring every ``metrics.every`` generator updates and at the end of training).
+``build_evaluator(metrics_cfg, datamodule)`` returns, for the feature network the dataset declares
+(src/data/spec.py), an object with ``check_ready()`` (fail fast, before training, when the run could
+not be scored), ``evaluate(module, datamodule) -> dict`` (the final scores of a GAN module's generator),
+``protocol() -> dict`` and ``training_callbacks()`` (scoring every ``metrics.every`` generator updates:
+src/callbacks/evaluation.py).
 
-Files: toy.py (2-D measures), images.py (protocol, real-statistics cache, periodic evaluation),
-scores.py (IS / FID / KID from one pass of features), inception.py (torch-fidelity's InceptionV3 and
-its weights), digits.py (the digits classifier).
+Files: toy.py (2-D measures), evaluator.py (IS / FID / KID under a protocol), image_sets.py (the image
+sets scored), features.py (feature extraction and the real-statistics cache), distributed.py (the DDP
+collectives), scores.py (IS / FID / KID from one pass of features), inception.py (torch-fidelity's
+InceptionV3 and its weights), digits.py (the digits classifier).
 """
 from omegaconf import DictConfig
 
@@ -25,7 +27,7 @@ class NullEvaluator:
     def protocol(self) -> dict:
         return {}
 
-    def evaluate(self, sample_fn, datamodule=None) -> dict:
+    def evaluate(self, module, datamodule=None) -> dict:
         return {}
 
 
@@ -43,7 +45,7 @@ def build_evaluator(cfg: DictConfig, datamodule):
     if spec_of(datamodule).features == "toy":  # any preset: its n_fake samples, scored every `every` generator updates
         return ToyEvaluator(n_samples=_count(cfg, "n_fake", 2500, low=2), variant=datamodule.variant,
                             std=datamodule.std, every=_count(cfg, "every", 0, low=0), seed=_count(cfg, "seed", 0, low=0))
-    from .images import build_image_evaluator  # IS / FID / KID (and the digits classifier)
+    from .evaluator import build_image_evaluator  # IS / FID / KID (and the digits classifier)
 
     return build_image_evaluator(cfg, datamodule)
 

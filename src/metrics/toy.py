@@ -7,7 +7,6 @@
 * sliced Wasserstein-1 distance between samples and fresh data (mean over random directions of the
   1-D W1 distance, scipy's exact 1-D solver), the distance that also applies to the swiss roll.
 """
-import lightning as L
 import numpy as np
 import torch
 from scipy.stats import wasserstein_distance
@@ -76,15 +75,11 @@ class ToyEvaluator:
         fake = module.generate(self.n_samples, z=self.noise(module.z_dim))
         return self.score(fake.detach().float().cpu().numpy())
 
-    def evaluate(self, sample_fn, datamodule=None) -> dict:
-        """``sample_fn(n)`` -> n samples; the final score (with the periodic ones as ``history`` when
-        ``every`` is set). A GANModule's ``generate`` gets this evaluator's fixed noise."""
-        module = getattr(sample_fn, "__self__", None)
-        if module is not None and hasattr(module, "z_dim"):
-            metrics = self.score_module(module)
-            step = int(getattr(module, "g_step", 0))
-        else:
-            metrics, step = self.score(sample_fn(self.n_samples).detach().float().cpu().numpy()), None
+    def evaluate(self, module, datamodule=None) -> dict:
+        """The final score of ``module``'s generator on this evaluator's fixed noise (with the periodic ones as
+        ``history`` when ``every`` is set). ``module``: what the evaluator uses of a GAN module: z_dim,
+        g_step, generate(n, z=...)."""
+        metrics, step = self.score_module(module), module.g_step
         if not self.every:
             return metrics
         if not self.history or self.history[-1]["step"] != step:
@@ -92,38 +87,6 @@ class ToyEvaluator:
         return {**metrics, "history": list(self.history)}
 
     def training_callbacks(self) -> list:
+        from ..callbacks.evaluation import ToyEvaluationCallback
+
         return [ToyEvaluationCallback(self)] if self.every else []
-
-
-class ToyEvaluationCallback(L.Callback):
-    """Scores the generator every ``evaluator.every`` generator updates and logs ``eval/<measure>`` at the
-    generator step. The history travels in checkpoints, so a resumed run's summary holds the whole curve."""
-
-    def __init__(self, evaluator: ToyEvaluator):
-        self.evaluator = evaluator
-
-    def on_train_start(self, trainer, module) -> None:
-        # a resumed run restarts at the step where the previous segment's final score was taken after its
-        # last checkpoint: the restored G is that G, so score it again rather than leave a gap in the curve
-        self._score(trainer, module, last=module.steps)
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self._score(trainer, module, last=module.steps - 1)
-
-    def _score(self, trainer, module, last: int) -> None:
-        ev, step = self.evaluator, module.g_step
-        if not (ev.every and step % ev.every == 0 and 0 < step <= last):
-            return
-        if ev.history and ev.history[-1]["step"] >= step:
-            return  # already scored (the last D update of this generator step, or before a resume)
-        metrics = ev.score_module(module)
-        ev.history.append({"step": step, **metrics})
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.log_metrics({f"eval/{k}": float(v) for k, v in metrics.items()}, step=step)
-
-    def state_dict(self) -> dict:
-        return {"history": list(self.evaluator.history)}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.evaluator.history = list(state_dict.get("history", []))
