@@ -22,7 +22,6 @@ from src.networks.norm_slot import NormSlot
 from src.networks.resnet import ResNetDiscriminator
 from src.networks.standard_cnn import StandardCNNDiscriminator
 from src.regularizers import build_regularizer
-from src.regularizers.base import weight_layers
 from src.regularizers.batch_norm import BatchNorm
 from src.regularizers.dragan import DRAGAN
 from src.regularizers.layer_norm import LayerNorm
@@ -32,6 +31,7 @@ from src.regularizers.spectral_norm_conv import ConvSpectralNormRegularizer
 from src.regularizers.weight_clip import WeightClip
 from src.regularizers.weight_norm import WeightNorm
 from src.regularizers.wgan_gp import WGANGP
+from src.spectral.lipschitz import weight_layers
 
 CONF = "conf/regularizer"
 
@@ -138,7 +138,7 @@ def test_sn_eval_before_training_is_finite_and_positive():
     d = ResNetDiscriminator(1, width=16)
     SpectralNorm().wrap(d, None)
     d.eval()
-    for layer in weight_layers(d):
+    for layer in weight_layers(d).values():
         assert layer.parametrizations.weight[0].sigma.item() > 0
         assert torch.isfinite(layer.weight).all()
         # sigma = |W^T u| underestimates |W|: the effective norm is >= 1 but bounded
@@ -413,7 +413,7 @@ def test_weight_norm_rows_have_unit_norm(make):
     torch.manual_seed(10)
     d = make()
     WeightNorm().wrap(d, None)
-    layers = weight_layers(d)
+    layers = list(weight_layers(d).values())
     assert layers and all(parametrize.is_parametrized(m, "weight") for m in layers)
     opt = torch.optim.SGD(d.parameters(), lr=0.5)
     x = torch.randn(4, 2) if isinstance(d, MLPDiscriminator) else torch.randn(4, 1, 8, 8)
@@ -433,10 +433,10 @@ def test_orthonormal_penalty_is_zero_after_init_and_equals_the_direct_formula():
     reg.wrap(d, None)
     assert reg.penalty(d, None, None).item() < 1e-8
     with torch.no_grad():
-        for m in weight_layers(d):
+        for m in weight_layers(d).values():
             m.weight.add_(0.01 * torch.randn_like(m.weight))
     expected = 0.0
-    for m in weight_layers(d):
+    for m in weight_layers(d).values():
         w = m.weight.detach().double().flatten(1).numpy()
         gram = w @ w.T if w.shape[0] < w.shape[1] else w.T @ w
         expected += np.sum((gram - np.eye(gram.shape[0])) ** 2)

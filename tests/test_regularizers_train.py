@@ -4,7 +4,7 @@ import torch
 from src.assemble import assemble
 from tests.conftest import capture_modules, compose_config, run_cli, train_in_process
 
-from src.regularizers.base import weight_layers
+from src.spectral.lipschitz import weight_layers
 from src.regularizers.weight_clip import WeightClip
 
 ALL = ["none", "sn", "sn_conv", "weight_clip", "wgan_gp", "dragan", "weight_norm", "orthonormal", "batch_norm", "layer_norm"]
@@ -38,7 +38,7 @@ def effective_weights(module):
     module.D.eval()  # eval: parametrizations read their buffers, no power-iteration update
     try:
         with torch.no_grad():
-            return [layer.weight.detach().clone() for layer in weight_layers(module.D)]
+            return [layer.weight.detach().clone() for layer in weight_layers(module.D).values()]
     finally:
         module.D.train()
 

@@ -19,10 +19,9 @@ def available_regularizers() -> list:
     return sorted(p.stem for p in (CONF / "regularizer").glob("*.yaml"))
 
 
-def train(overrides, run_dir: Path, prepare=None) -> dict:
+def train(overrides, run_dir: Path) -> dict:
     """Train one run in this process, assembled as src.train assembles it (fresh: run_dir is emptied).
 
-    ``prepare(module)``, when given, runs after the run is assembled and before training.
     Returns {module, datamodule, trainer, status ("completed" / "diverged"), error, seconds, steps,
     metrics (the run's evaluator; {} when it diverged), loss}.
     """
@@ -35,8 +34,6 @@ def train(overrides, run_dir: Path, prepare=None) -> dict:
     shutil.rmtree(run_dir, ignore_errors=True)
     run = assemble(compose(["trainer.enable_progress_bar=false", *overrides], run_dir), run_dir)
     module, dm, trainer = run.module, run.datamodule, run.trainer
-    if prepare is not None:
-        prepare(module)
     t0 = time.perf_counter()
     status, error = "completed", None
     try:

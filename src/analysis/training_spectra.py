@@ -17,9 +17,9 @@ or data=digits) and compares:
 * summary.csv: per regularizer, the numbers quoted in docs/findings.md, including Inception-free
   sample measures (see sample_quality: diversity ratio, sliced Wasserstein distance, colour gap).
 
-``NAME*GAIN`` (e.g. sn_conv*64) trains NAME with D's output multiplied by the constant GAIN (a
-forward hook; run dir NAME_xGAIN; its lip_upper is multiplied by GAIN here, not in the run's own
-spectral.csv), to test whether two regularizers differ only by the scale they leave D at.
+``NAME*GAIN`` (e.g. sn_conv*64) trains NAME with D's output multiplied by the constant GAIN (the
+regularizer's own ``regularizer.output_gain=GAIN``, so the run's bounds include it; run dir NAME_xGAIN),
+to test whether two regularizers differ only by the scale they leave D at.
 
 Runs go to DIR/runs/<name> (each with its own spectral/ folder: spectral.csv, spectra.csv, plots, and
 analysis.json); ``--reuse`` keeps finished ones, so figures can be redone or regularizers added.
@@ -75,16 +75,6 @@ def _parse(spec: str) -> tuple:
     return f"{reg}_x{gain}", float(gain)
 
 
-def _gain_hook(gain: float):
-    if gain == 1.0:
-        return None
-
-    def prepare(module):
-        # D(x) -> gain * D(x) for every use (training, the monitor): a fixed temperature on D's output
-        module.D.register_forward_hook(lambda mod, args, out: out * gain)
-    return prepare
-
-
 def monitor_of(trainer):
     from ..callbacks.spectral import SpectralMonitor
 
@@ -96,35 +86,16 @@ def _save(run_dir: Path, res: dict) -> None:
     (run_dir / "analysis.json").write_text(json.dumps({k: res[k] for k in keep}, indent=1))
 
 
-def _apply_gain(history: list, gain: float) -> None:
-    """The run's own spectral.csv holds the layers' bounds, which do not see D's output gain (the
-    gradients do): scale the upper bounds here, for a freshly trained and for a reused run alike."""
-    if gain != 1.0:
-        for r in history:
-            for key in ("spectral/lip_upper", "spectral/lip_upper_reshaped"):
-                if key in r:
-                    r[key] *= gain
-
-
-def _load(run_dir: Path, gain: float = 1.0) -> dict | None:
+def _load(run_dir: Path) -> dict | None:
     """A finished run's results from its files (for --reuse), or None."""
+    from ..callbacks.spectral import read_records
+
     meta = run_dir / "analysis.json"
-    if not meta.is_file() or not (run_dir / "spectral" / "spectral.csv").is_file():
+    records = read_records(run_dir / "spectral")
+    if not meta.is_file() or records is None:
         return None
     res = json.loads(meta.read_text())
-    with open(run_dir / "spectral" / "spectral.csv") as f:
-        res["history"] = [{k: (int(v) if k in ("g_step", "global_step") else float(v)) for k, v in r.items() if v != ""}
-                          for r in csv.DictReader(f)]
-    _apply_gain(res["history"], gain)
-    spectra = {}
-    with open(run_dir / "spectral" / "spectra.csv") as f:
-        for r in csv.DictReader(f):
-            key = (int(r["g_step"]), r["layer"], r["kind"])
-            s = spectra.setdefault(key, {"g_step": key[0], "layer": key[1], "kind": key[2], "n": int(r["n"]),
-                                         "sigma_1": float(r["sigma_1"]), "index": [], "values": []})
-            s["index"].append(int(r["index"]))
-            s["values"].append(float(r["sigma_normalized"]))
-    res["spectra"] = [{**s, "index": torch.tensor(s["index"]), "values": torch.tensor(s["values"])} for s in spectra.values()]
+    res["history"], res["spectra"] = records
     res["samples"] = run_dir / "samples" / "final.png"
     return res
 
@@ -135,16 +106,14 @@ def run(out: Path, names, steps: int, every: int, spectrum_every: int, overrides
     for spec in names:
         name, gain = _parse(spec)
         run_dir = out / "runs" / name
-        if reuse and (res := _load(run_dir, gain)) is not None:
+        if reuse and (res := _load(run_dir)) is not None:
             results[name] = res
             print(f"{name:12s} reused from {run_dir}", flush=True)
             continue
         res = train([f"regularizer={spec.split('*')[0]}", f"steps={steps}", "logger=none", "metrics=none", "samples.every=0",
                      "checkpoint.every=0", f"callbacks.spectral.every={every}", f"callbacks.spectral.spectrum_every={spectrum_every}",
-                     *overrides], run_dir, prepare=_gain_hook(gain))
+                     *([f"regularizer.output_gain={gain}"] if gain != 1.0 else []), *overrides], run_dir)
         mon = monitor_of(res["trainer"])
-        if mon:
-            _apply_gain(mon.history, gain)
         res.update(sample_quality(res["module"], res["datamodule"]))
         res["history"], res["spectra"] = (mon.history, mon.spectra) if mon else ([], [])
         res["losses"] = list(res["module"].history)  # the module's logged losses (every log_every steps)

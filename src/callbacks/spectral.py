@@ -249,6 +249,28 @@ class SpectralMonitor(L.Callback):
         return out
 
 
+def read_records(folder: Path) -> tuple[list, list] | None:
+    """(history, spectra) as SpectralMonitor holds them, read back from the spectral.csv / spectra.csv it
+    wrote into ``folder`` (the one reader of its files); None when they are not there."""
+    import torch
+
+    folder = Path(folder)
+    if not (folder / "spectral.csv").is_file() or not (folder / "spectra.csv").is_file():
+        return None
+    with open(folder / "spectral.csv") as f:
+        history = [{k: (int(v) if k in ("g_step", "global_step") else float(v)) for k, v in r.items() if v != ""}
+                   for r in csv.DictReader(f)]
+    spectra = {}
+    with open(folder / "spectra.csv") as f:
+        for r in csv.DictReader(f):
+            key = (int(r["g_step"]), r["layer"], r["kind"])
+            s = spectra.setdefault(key, {"g_step": key[0], "layer": key[1], "kind": key[2], "n": int(r["n"]),
+                                         "sigma_1": float(r["sigma_1"]), "index": [], "values": []})
+            s["index"].append(int(r["index"]))
+            s["values"].append(float(r["sigma_normalized"]))
+    return history, [{**s, "index": torch.tensor(s["index"]), "values": torch.tensor(s["values"])} for s in spectra.values()]
+
+
 # ---- plots (also used by src.analysis) -------------------------------------------------------------------
 def _layer_names(history) -> list:
     names = []

@@ -72,11 +72,6 @@ class Regularizer:
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, (int, float, str, bool))}
 
 
-def weight_layers(module: nn.Module):
-    """The layers of D that carry a weight matrix / kernel: Linear and Conv2d."""
-    return [m for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-
-
 class NormSlotRegularizer(Regularizer):
     """Base of the normalization baselines: fill every NormSlot of D with ``make_norm``."""
 

@@ -31,7 +31,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .base import Regularizer, weight_layers
+from ..spectral.lipschitz import weight_layers
+from .base import Regularizer
 
 
 def scale_bound(w: torch.Tensor) -> torch.Tensor:
@@ -95,7 +96,7 @@ class Bjorck(Regularizer):
         self.iterations = int(iterations)
 
     def wrap(self, discriminator: nn.Module, example_input: torch.Tensor) -> None:
-        for layer in weight_layers(discriminator):
+        for layer in weight_layers(discriminator).values():
             with torch.no_grad():
                 nn.init.orthogonal_(layer.weight)  # start at the fixed point (Anil et al.)
             parametrize.register_parametrization(layer, "weight", BjorckOrthonormal(self.iterations))

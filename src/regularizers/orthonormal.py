@@ -17,7 +17,8 @@ would reduce to orthonormal initialisation. Sweep it with regularizer.coef.
 import torch
 from torch import nn
 
-from .base import Regularizer, weight_layers
+from ..spectral.lipschitz import weight_layers
+from .base import Regularizer
 
 
 def gram_deviation(weight: torch.Tensor) -> torch.Tensor:
@@ -39,10 +40,10 @@ class Orthonormal(Regularizer):
 
     def wrap(self, discriminator: nn.Module, example_input: torch.Tensor) -> None:
         with torch.no_grad():
-            for layer in weight_layers(discriminator):
+            for layer in weight_layers(discriminator).values():
                 nn.init.orthogonal_(layer.weight)
 
     def penalty(self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        layers = weight_layers(discriminator)
+        layers = list(weight_layers(discriminator).values())
         with torch.autocast(layers[0].weight.device.type, enabled=False):
             return self.coef * sum(gram_deviation(layer.weight) for layer in layers)

@@ -17,7 +17,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..spectral.power_iteration import reshaped_power_iteration_nograd
-from .base import Regularizer, apply_output_gain, weight_layers
+from ..spectral.lipschitz import weight_layers
+from .base import Regularizer, apply_output_gain
 
 
 class DivideBySigma(torch.autograd.Function):
@@ -89,6 +90,6 @@ class SpectralNorm(Regularizer):
         self.output_gain = float(output_gain)
 
     def wrap(self, discriminator: nn.Module, example_input: torch.Tensor) -> None:
-        for layer in weight_layers(discriminator):
+        for layer in weight_layers(discriminator).values():
             parametrize.register_parametrization(layer, "weight", ReshapedSpectralNorm(layer.weight.detach(), self.power_iterations))
         apply_output_gain(discriminator, self.output_gain)

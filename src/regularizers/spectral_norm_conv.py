@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import ConfigError
+from ..spectral.lipschitz import layer_input_shapes, weight_layers
 from ..spectral.power_iteration import conv_forward, conv_power_iteration_nograd
 from .base import Regularizer, apply_output_gain
 from .spectral_norm import DivideBySigma, ReshapedSpectralNorm
@@ -66,22 +67,11 @@ class ConvSpectralNorm(nn.Module):
 
 
 def conv_input_shapes(discriminator: nn.Module, example_input: torch.Tensor) -> dict:
-    """{conv layer: (c_in, H, W)} from one no-grad forward of D on ``example_input`` (D left as it was)."""
-    convs = [m for m in discriminator.modules() if isinstance(m, nn.Conv2d)]
-    shapes: dict = {m: set() for m in convs}
-    hooks = [m.register_forward_pre_hook(lambda mod, args: shapes[mod].add(tuple(args[0].shape[-3:]))) for m in convs]
-    was_training = discriminator.training
-    try:
-        param = next(discriminator.parameters(), None)
-        x = example_input.to(param.device) if param is not None else example_input
-        discriminator.eval()  # no running-statistics updates from this probe
-        with torch.no_grad():
-            discriminator(x)
-    finally:
-        discriminator.train(was_training)
-        for h in hooks:
-            h.remove()
-    return shapes
+    """{conv layer: {(c_in, H, W), ...}} from one no-grad, eval-mode forward of D on ``example_input`` (D left
+    as it was; src.spectral.lipschitz.layer_input_shapes)."""
+    shapes = layer_input_shapes(discriminator, example_input)
+    return {layer: set(shapes.get(name, ())) for name, layer in weight_layers(discriminator).items()
+            if isinstance(layer, nn.Conv2d)}
 
 
 class ConvSpectralNormRegularizer(Regularizer):

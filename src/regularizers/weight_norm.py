@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .base import Regularizer, weight_layers
+from ..spectral.lipschitz import weight_layers
+from .base import Regularizer
 
 
 class RowNormalize(nn.Module):
@@ -28,5 +29,5 @@ class WeightNorm(Regularizer):
     default_loss = "ns"
 
     def wrap(self, discriminator: nn.Module, example_input: torch.Tensor) -> None:
-        for layer in weight_layers(discriminator):
+        for layer in weight_layers(discriminator).values():
             parametrize.register_parametrization(layer, "weight", RowNormalize())

@@ -54,23 +54,32 @@ def weight_layers(module: nn.Module) -> dict:
     return {n: m for n, m in module.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and not _is_internal(n)}
 
 
-def record_input_shapes(module: nn.Module, example: torch.Tensor) -> dict:
-    """{name: input shape without the batch dimension} of each Linear / Conv2d, from one forward pass.
-
-    A layer applied more than once keeps its first shape.
-    """
+def layer_input_shapes(module: nn.Module, example: torch.Tensor) -> dict:
+    """{name: [input shapes without the batch dimension, in order of first use]} of each Linear / Conv2d,
+    from one no-grad, eval-mode forward of ``example`` (moved to the module's device): the one input-shape
+    recorder (a layer applied at several sizes lists each)."""
     shapes, handles = {}, []
     for name, layer in weight_layers(module).items():
         def hook(mod, args, name=name):
-            shapes.setdefault(name, tuple(args[0].shape[1:]))
+            seen = shapes.setdefault(name, [])
+            if tuple(args[0].shape[1:]) not in seen:
+                seen.append(tuple(args[0].shape[1:]))
         handles.append(layer.register_forward_pre_hook(hook))
+    param = next(module.parameters(), None)
+    x = example.to(param.device) if param is not None else example
     try:
         with eval_mode(module), torch.no_grad():
-            module(example[:1])
+            module(x)
     finally:
         for h in handles:
             h.remove()
     return shapes
+
+
+def record_input_shapes(module: nn.Module, example: torch.Tensor) -> dict:
+    """{name: input shape without the batch dimension} of each Linear / Conv2d, from one forward pass of
+    ``example[:1]``. A layer applied more than once keeps its first shape."""
+    return {name: seen[0] for name, seen in layer_input_shapes(module, example[:1]).items()}
 
 
 def layer_operators(module: nn.Module, shapes: dict) -> dict:
@@ -220,4 +229,4 @@ def lipschitz_bounds(module: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
 
 
 __all__ = ["eval_mode", "input_gradient_norms", "interpolate", "layer_norms", "layer_operators", "lipschitz_bounds",
-           "lipschitz_upper_bound", "record_input_shapes", "weight_layers"]
+           "lipschitz_upper_bound", "record_input_shapes", "layer_input_shapes", "weight_layers"]

@@ -10,7 +10,7 @@ Both return the iterates so callers (SN parametrizations, the spectral callback)
 
 Whole layers: ``LayerOperator(layer, input_shape)`` is the linear map of an nn.Linear / nn.Conv2d as
 applied (any stride, padding, padding_mode, dilation, groups; bias excluded) with ``apply``,
-``adjoint`` and ``dense``. ``operator_power_iteration`` / ``layer_power_iteration`` warm-start from a
+``adjoint`` and ``dense``. ``operator_power_iteration`` warm-starts from a
 returned iterate; ``power_iteration_trace`` and ``reshaped_power_iteration_trace`` give the estimate
 after every iteration; ``operator_norm`` converges (Lanczos via scipy, or power iteration).
 """
@@ -171,12 +171,6 @@ def operator_power_iteration(op: LayerOperator, v: torch.Tensor | None = None, n
         av = op.apply(v)
         sigma = av.norm()
         return sigma, v, _normalize(av)
-
-
-def layer_power_iteration(layer: nn.Module, input_shape, v: torch.Tensor | None = None, n_iter: int = 1,
-                          generator: torch.Generator | None = None):
-    """Conv-true (or, for Linear, plain) power iteration on a layer at its input shape: (sigma, v, u)."""
-    return operator_power_iteration(LayerOperator(layer, input_shape), v, n_iter, generator)
 
 
 def power_iteration_trace(op: LayerOperator, n_iter: int, v: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
