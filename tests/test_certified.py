@@ -110,3 +110,25 @@ def test_lipschitz_record_never_raises_and_says_why():
     broken = lipschitz_record(nn.Conv2d(3, 1, 3, padding_mode="reflect", padding=1), torch.randn(2, 3, 5, 5), torch.randn(2, 3, 5, 5))
     assert broken["certified_upper"] is None and "reflect" in broken["reason"]
     assert math.isfinite(broken["empirical_lower"])
+
+
+@pytest.mark.parametrize("c_out,c_in,k,torus,dilation", [(5, 3, 3, (7, 6), (1, 1)), (3, 6, 4, (5, 8), (1, 1)),
+                                                         (4, 4, 2, (9, 9), (2, 1)), (2, 3, 1, (4, 5), (1, 1)),
+                                                         (4, 2, 5, (3, 4), (1, 1))])
+def test_assembled_gram_matches_the_fft_of_the_kernel(c_out, c_in, k, torus, dilation):
+    # G(w) from half the tap products against K(w)^H K(w) (K K^H on the smaller side) from torch.fft on
+    # the torus (taps placed at their dilated positions, wrapped where the kernel exceeds the torus)
+    from src.spectral.certified import ConvCertifier
+
+    torch.manual_seed(0)
+    w = torch.randn(c_out, c_in, k, k, dtype=torch.float64)
+    cert = ConvCertifier(w.shape, torus, dilation)
+    grams = cert.grams(cert.tap_products(w), torch.arange(cert.n_freq)).clone()
+    h, wd = torus
+    placed = torch.zeros(c_out, c_in, h, wd, dtype=torch.float64)
+    for a in range(k):
+        for b in range(k):
+            placed[:, :, (a * dilation[0]) % h, (b * dilation[1]) % wd] += w[:, :, a, b]
+    kf = torch.fft.rfft2(placed).permute(2, 3, 0, 1).reshape(-1, c_out, c_in)
+    ref = kf @ kf.mH if c_out < c_in else kf.mH @ kf
+    torch.testing.assert_close(grams, ref, rtol=1e-10, atol=1e-10)

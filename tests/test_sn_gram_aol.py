@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from src.errors import ConfigError
-from src.regularizers.aol import AOL, aol_scale_linear
+from src.regularizers.aol import AOL, AOLRescale, aol_scale_linear
 from src.regularizers.sn_gram import CertifiedSpectralNorm
 from src.spectral.exact import layer_singular_values
 
@@ -105,3 +105,51 @@ def test_trains_on_the_standard_cnn(tmp_path, name):
                                 "logger=none", "threads=1"], tmp_path / "run")
     assert summary["status"] == "completed", summary["error"]
     assert summary["regularizer"] == name
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 3, 3), (4, 6, 4, 4), (3, 3, 1, 1), (6, 4, 2, 3), (2, 7, 3, 2)])
+def test_aol_conv_gradient_matches_autograd_of_the_formula(shape):
+    # the hand-written backward against autograd through |conv2d(W, W)|'s row sums (the paper's form)
+    torch.manual_seed(0)
+    w = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(*shape, dtype=torch.float64)
+    wt = w.transpose(0, 1)
+    gram = nn.functional.conv2d(wt, wt, padding=(shape[2] - 1, shape[3] - 1))
+    ref = w * gram.abs().sum(dim=(1, 2, 3)).rsqrt()[None, :, None, None]
+    (ref_grad,) = torch.autograd.grad((ref * g).sum(), w)
+    p = AOLRescale()
+    out = p(w)
+    (grad,) = torch.autograd.grad((out * g).sum(), w)
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-13)
+
+
+def test_aol_reuses_the_gram_only_for_the_same_weights():
+    torch.manual_seed(0)
+    layer = nn.Conv2d(3, 4, 3, padding=1).double()
+    AOL().wrap(nn.Sequential(layer), torch.randn(1, 3, 6, 6, dtype=torch.float64))
+    w = layer.parametrizations.weight.original
+
+    def reference():
+        wt = w.detach().transpose(0, 1)
+        return w.detach() * nn.functional.conv2d(wt, wt, padding=2).abs().sum(dim=(1, 2, 3)).rsqrt()[None, :, None, None]
+    with torch.no_grad():  # a G update: D frozen, the Gram kernel computed and kept
+        torch.testing.assert_close(layer.weight, reference())
+    grad_out = torch.randn_like(w)
+    (layer.weight * grad_out).sum().backward()  # the next D update at the same weights: reused, exact gradient
+    w_ref = w.detach().clone().requires_grad_(True)
+    wt = w_ref.transpose(0, 1)
+    ref = w_ref * nn.functional.conv2d(wt, wt, padding=2).abs().sum(dim=(1, 2, 3)).rsqrt()[None, :, None, None]
+    (ref_grad,) = torch.autograd.grad((ref * grad_out).sum(), w_ref)
+    torch.testing.assert_close(w.grad, ref_grad)
+    with torch.no_grad():
+        w.add_(0.3 * torch.randn_like(w))  # an optimizer step: in place, a new version
+        torch.testing.assert_close(layer.weight, reference())
+
+
+def test_aol_single_output_linear_closed_form():
+    torch.manual_seed(0)
+    w = torch.randn(1, 9, dtype=torch.float64)
+    general = (w.t() @ w).abs().sum(dim=1).rsqrt()
+    torch.testing.assert_close(aol_scale_linear(w), general)
+    assert float(torch.linalg.matrix_norm(w * aol_scale_linear(w), 2)) == pytest.approx(1.0, abs=1e-12)

@@ -117,9 +117,10 @@ class ConvCertifier:
 
     # ---- the Gram matrices ---------------------------------------------------------------------------
     def tap_products(self, weight: torch.Tensor):
-        """(M_0 (c, c), S (D, c, c), A (D, c, c), eta) in float64: M_0 = sum_t W_t^T W_t, S_d = N_d + N_d^T
+        """(M_0 (c, c), S (D, c, c), A (D, c, c), eta, stacked) in float64: M_0 = sum_t W_t^T W_t, S_d = N_d + N_d^T
         and A_d = N_d - N_d^T for N_d = the sum over tap pairs t < t' with difference d of W_t^T W_t'
-        (class docstring), and the bound eta on the rounding error of any assembled G(w) (module docstring)."""
+        (class docstring), the bound eta on the rounding error of any assembled G(w) (module docstring), and
+        the three stacked for grams()."""
         c_out, c_in, kh, kw = self.weight_shape
         w = weight.detach().double()
         taps = w.permute(2, 3, 0, 1).reshape(kh * kw, c_out, c_in)
@@ -142,25 +143,26 @@ class ConvCertifier:
                 at += 1
         nt = n.transpose(1, 2)
         eta = 4 * (rows + self.n_keys_full + 16) * U64 * float(taps.flatten(1).norm(dim=1).sum()) ** 2
-        return m0, n + nt, n - nt, eta
+        sym, anti = n + nt, n - nt
+        n_k = len(self.keys)
+        stacked = w.new_zeros(1 + 2 * n_k, c, c, 2)  # the rows of grams()' one matmul
+        stacked[0, ..., 0] = m0
+        stacked[1:1 + n_k, ..., 0] = sym
+        stacked[1 + n_k:, ..., 1] = anti
+        return m0, sym, anti, eta, stacked.view(1 + 2 * n_k, 2 * c * c)
 
-    def grams(self, prods, index: torch.Tensor) -> torch.Tensor:
-        """G(w) for the rfft2 frequencies ``index``: (len(index), c, c) complex128 (in a reused buffer:
-        valid until the next call; fresh multi-MiB allocations cost as much as the assembly in page faults)."""
-        m0, sym, anti = prods[:3]
+    def grams(self, prods, index: torch.Tensor, negate: bool = False, shift: float = 0.0, buffer: str = "g") -> torch.Tensor:
+        """G(w) (or shift I - G(w) with ``negate``) for the rfft2 frequencies ``index``: (len(index), c, c)
+        complex128, in a reused buffer valid until the next call with the same ``buffer`` name (fresh
+        multi-MiB allocations cost as much as the assembly in page faults). One real matmul writes the
+        interleaved real and imaginary parts: [1, cos, sin] @ [[M_0, 0]; [S_d, 0]; [0, A_d]]."""
+        stacked = prods[4]
         c, b = self.side, len(index)
-        out = self._buffer("g", (b, c, c), torch.complex128, m0.device)
-        parts = torch.view_as_real(out)
-        if len(self.keys) == 0:
-            parts[..., 0].copy_(m0.expand(b, c, c))
-            parts[..., 1].zero_()
-            return out
-        cos, sin = self.cos[index].to(m0.device), self.sin[index].to(m0.device)
-        tmp = self._buffer("tmp", (b, c * c), torch.float64, m0.device)
-        torch.addmm(m0.reshape(1, -1), cos, sym.reshape(len(self.keys), -1), out=tmp)
-        parts[..., 0].copy_(tmp.view(b, c, c))
-        torch.mm(sin, anti.reshape(len(self.keys), -1), out=tmp)
-        parts[..., 1].copy_(tmp.view(b, c, c))
+        out = self._buffer(buffer, (b, c, c), torch.complex128, stacked.device)
+        coef = torch.cat([torch.ones(b, 1, dtype=torch.float64), self.cos[index].cpu(), self.sin[index].cpu()], dim=1)
+        torch.mm(coef.to(stacked.device).mul_(-1.0 if negate else 1.0), stacked, out=torch.view_as_real(out).view(b, -1))
+        if shift:
+            out.diagonal(dim1=-2, dim2=-1).real.add_(shift)
         return out
 
     def _buffer(self, name, shape, dtype, device):
@@ -172,7 +174,7 @@ class ConvCertifier:
 
     # ---- the bound -----------------------------------------------------------------------------------
     def bound(self, weight: torch.Tensor, tol: float = 0.005, n_iter: int = 30, method: str = "cholesky",
-              gram_iter: int = 6, chunk_bytes: int = 32 * 2 ** 20) -> float:
+              gram_iter: int = 6, chunk_bytes: int = 128 * 2 ** 20) -> float:
         """Certified upper bound of |circular conv on the torus| >= |the layer as applied|."""
         if method not in ("cholesky", "gram"):
             raise ValueError(f"method must be 'cholesky' or 'gram', not {method!r}")
@@ -181,21 +183,15 @@ class ConvCertifier:
         c = self.side
         per = max(1, chunk_bytes // (16 * c * c))
         chunks = [torch.arange(s, min(s + per, self.n_freq)) for s in range(0, self.n_freq, per)]
-        full = self.grams(prods, chunks[0]) if len(chunks) == 1 else None  # small layers: assemble G once for all passes
-
-        def get(idx):
-            if full is None:
-                return self.grams(prods, idx)
-            return full if len(idx) == self.n_freq else full[idx.to(full.device)]
         if method == "gram":
-            best = max(float(gram_iteration_bound(get(idx), gram_iter).max()) for idx in chunks)
+            best = max(float(gram_iteration_bound(self.grams(prods, idx), gram_iter).max()) for idx in chunks)
             return math.sqrt(best + eta)  # G's rounding error, on the squared norm
         cold = self.x is None or self.x.shape != (self.n_freq, c) or self.x.device != prods[0].device
         if cold:
             gen = torch.Generator().manual_seed(0)
             self.x = torch.complex(torch.randn(self.n_freq, c, generator=gen, dtype=torch.float64),
                                    torch.randn(self.n_freq, c, generator=gen, dtype=torch.float64)).to(prods[0].device)
-        # One pass over the frequencies, a chunk at a time (assembled once, in cache for both steps):
+        # One pass over the frequencies, a chunk at a time (each G(w) assembled once):
         # 1. power iteration (warm-started): lower estimates of lambda_max(G(w)); mu = the largest so
         #    far times (1 + tol)^2; 2. Cholesky certificates of mu I - G(w), raising mu where they fail.
         # mu only grows, so a certificate at an earlier mu holds at the final one. Without warm vectors
@@ -206,23 +202,30 @@ class ConvCertifier:
         sampled = cold and self.n_freq > 4 * SAMPLE
         if sampled:
             pick = self._sample(prods)
-            mu = max(mu, float(self._power(self.grams(prods, pick), pick, n_iter).max()) * (1 + tol) ** 2)
+            mu = max(mu, float(self._power(self.grams(prods, pick, buffer="refine"), pick, n_iter).max()) * (1 + tol) ** 2)
         for idx in chunks:
-            g = get(idx)
-            if not sampled:
+            if sampled:  # mu known: assemble mu I - G(w) directly, factorized in place
+                a = self.grams(prods, idx, negate=True, shift=mu)
+            else:
+                g = self.grams(prods, idx)
                 est = self._power(g, idx, n_iter).cpu()
                 mu = max(mu, float(est.max()) * (1 + tol) ** 2)
+                a = torch.neg(g, out=self._buffer("a", g.shape, g.dtype, g.device))
+                a.diagonal(dim1=-2, dim2=-1).real.add_(mu)
             for _ in range(200):  # (1 + tol)^400 covers any estimate error
-                ok, tr = _cholesky_succeeds(g, mu, self._buffer("a", g.shape, g.dtype, g.device))
+                ok, tr = _cholesky_succeeds(a)
                 if ok.any():
                     worst_eps = max(worst_eps, float(tr[ok].max()) * gamma / (1 - gamma))
                 if ok.all():
                     break
-                idx, g = idx[~ok], g[~ok.to(g.device)]
+                idx = idx[~ok]
+                g = self.grams(prods, idx, buffer="refine")
                 est = self._power(g, idx, 10).cpu()  # refine where mu was too low
                 mu = max(mu * (1 + tol) ** 2, float(est.max()) * (1 + tol) ** 2)
+                a = torch.neg(g, out=self._buffer("a", g.shape, g.dtype, g.device))
+                a.diagonal(dim1=-2, dim2=-1).real.add_(mu)
             else:  # pragma: no cover - a Frobenius bound as the last resort
-                return math.sqrt(max(float(torch.linalg.matrix_norm(get(i), "fro").max()) for i in chunks) + eta)
+                return math.sqrt(max(float(torch.linalg.matrix_norm(self.grams(prods, i), "fro").max()) for i in chunks) + eta)
         return math.sqrt(mu + worst_eps + eta)
 
     def _sample(self, prods) -> torch.Tensor:
@@ -245,14 +248,12 @@ class ConvCertifier:
         return torch.einsum("bi,bij,bj->b", x.conj(), g, x).real.clamp_min(0)  # Rayleigh quotient <= lambda_max
 
 
-def _cholesky_succeeds(g: torch.Tensor, mu: float, work: torch.Tensor):
-    """(ok (B,) bool, tr (B,) float64) for A = mu I - G(w) per matrix: whether its Cholesky factorization
-    completes in floating point, and tr(A) (for the rounding margin; module docstring). ``work``: a
-    buffer like g for A. On the CPU LAPACK's zpotrf runs in place on it without zeroing the other
-    triangle (torch's batched cholesky_ex copies and clears it: ~2x the factorization's own time here)."""
-    tr = (mu - g.diagonal(dim1=-2, dim2=-1).real).sum(-1).cpu()
-    a = torch.neg(g, out=work)
-    a.diagonal(dim1=-2, dim2=-1).add_(mu)
+def _cholesky_succeeds(a: torch.Tensor):
+    """(ok (B,) bool, tr (B,) float64) for a batch of Hermitian A = mu I - G(w): whether each Cholesky
+    factorization completes in floating point, and tr(A) (for the rounding margin; module docstring).
+    ``a`` is overwritten. On the CPU LAPACK's zpotrf runs in place without zeroing the other triangle
+    (torch's batched cholesky_ex copies and clears it: ~2x the factorization's own time here)."""
+    tr = a.diagonal(dim1=-2, dim2=-1).real.sum(-1).cpu()
     if a.device.type == "cpu" and a.dtype == torch.complex128:
         from scipy.linalg import lapack
 
