@@ -153,3 +153,22 @@ def test_aol_single_output_linear_closed_form():
     general = (w.t() @ w).abs().sum(dim=1).rsqrt()
     torch.testing.assert_close(aol_scale_linear(w), general)
     assert float(torch.linalg.matrix_norm(w * aol_scale_linear(w), 2)) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("c_in", [3, 128, 131])
+def test_aol_gram_kernel_against_the_definition(c_in):
+    # both code paths (direct; channel halves from 128 inputs) against sum_o sum_p W[o, j, p + d] W[o, j', p]
+    from src.regularizers.aol import gram_kernel
+
+    torch.manual_seed(0)
+    w = torch.randn(5, c_in, 3, 2, dtype=torch.float64)
+    gram = gram_kernel(w)
+    assert gram.shape == (c_in, c_in, 5, 3)
+    for da in range(-2, 3):
+        for db in range(-1, 2):
+            ref = torch.zeros(c_in, c_in, dtype=torch.float64)
+            for a in range(3):
+                for b in range(2):
+                    if 0 <= a + da < 3 and 0 <= b + db < 2:
+                        ref += w[:, :, a + da, b + db].t() @ w[:, :, a, b]
+            torch.testing.assert_close(gram[:, :, 2 + da, 1 + db], ref)
