@@ -132,3 +132,21 @@ def test_assembled_gram_matches_the_fft_of_the_kernel(c_out, c_in, k, torus, dil
     kf = torch.fft.rfft2(placed).permute(2, 3, 0, 1).reshape(-1, c_out, c_in)
     ref = kf @ kf.mH if c_out < c_in else kf.mH @ kf
     torch.testing.assert_close(grams, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_cholesky_check_both_paths_against_eigenvalues():
+    # LAPACK in place (CPU complex128) and torch's cholesky_ex (any other case) agree with eigvalsh
+    from src.spectral.certified import _cholesky_succeeds
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 5, 5, dtype=torch.complex128)
+    g = x @ x.mH
+    mu = float(torch.linalg.eigvalsh(g)[:, -1].median())
+    a = -g
+    a.diagonal(dim1=-2, dim2=-1).real.add_(mu)
+    truth = torch.linalg.eigvalsh(a)[:, 0] > 0
+    assert 0 < int(truth.sum()) < 6
+    for batch in (a.clone(), a.to(torch.complex64)):
+        ok, tr = _cholesky_succeeds(batch)
+        assert torch.equal(ok, truth)
+        torch.testing.assert_close(tr.double(), a.diagonal(dim1=-2, dim2=-1).real.sum(-1), rtol=1e-6, atol=1e-6)
