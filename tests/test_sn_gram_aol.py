@@ -172,3 +172,21 @@ def test_aol_gram_kernel_against_the_definition(c_in):
                     if 0 <= a + da < 3 and 0 <= b + db < 2:
                         ref += w[:, :, a + da, b + db].t() @ w[:, :, a, b]
             torch.testing.assert_close(gram[:, :, 2 + da, 1 + db], ref)
+
+
+@pytest.mark.parametrize("reg", [CertifiedSpectralNorm(), AOL()], ids=["sn_gram", "aol"])
+def test_weights_changed_by_a_fused_optimizer_are_recertified(reg):
+    # fused Adam updates in place without bumping the version counter: the cache must notice by value
+    torch.manual_seed(0)
+    D = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1), nn.Flatten())
+    reg.wrap(D, torch.randn(2, 3, 6, 6))
+    opt = torch.optim.Adam(D.parameters(), 0.2, fused=True)
+    for _ in range(3):
+        loss = -D(torch.randn(4, 3, 6, 6)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            w = D[0].weight.double()
+            s = float(layer_singular_values(D[0], (3, 6, 6), weight=w, method="dense")[0])
+        assert s <= 1.0 + 1e-5, s

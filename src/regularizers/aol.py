@@ -14,9 +14,10 @@ Refused (one line): groups != 1 (not implemented) and reflect / replicate paddin
 copies inputs, so its own norm exceeds 1).
 
 The rescaling is differentiated through exactly (as in the paper), by a hand-written backward:
-autograd's own (through |.| of the conv2d of the kernel with itself) spent most of its time in
-elementwise passes over strided Gram tensors and in a two-sided conv backward, 2.6x the cost of an
-unregularized update on the standard CNN. Here the Gram kernel is conv2d of the kernel with itself
+autograd's own (through |.| of the conv2d of the kernel with itself) spent its time in elementwise
+passes over strided Gram tensors and in a two-sided conv backward, and the critic's output row
+(Linear 8192 -> 1) built an 8192 x 8192 |W^T W| (now the closed form |w_j| |w|_1): together 2.6x the
+cost of an unregularized update on the standard CNN. Here the Gram kernel is conv2d of the kernel with itself
 (oneDNN skips the zero-padded taps: k^4 c_in^2 c_out multiply-adds; 3/4 of that from 128 input
 channels, the symmetry M_{-d} = M_d^T giving one off-diagonal block of the channel halves), and its
 gradient one conv2d of the full size (the same symmetry folds autograd's two conv-backward terms into one).
@@ -103,15 +104,17 @@ class AOLRescale(nn.Module):
     def __init__(self, eps: float = 1e-12):
         super().__init__()
         self.eps = eps
-        self._gram = None  # (weight, its version, the Gram kernel): reused while the weight is unchanged
+        self._gram = None  # (a copy of the weight, its Gram kernel): reused while the weight equals the copy
 
     def _gram_of(self, weight: torch.Tensor) -> torch.Tensor:
+        # compared by value, not by version counter: fused optimizers update in place without bumping it
         cached = self._gram
-        if cached is not None and cached[0] is weight and cached[1] == weight._version and cached[2].dtype == weight.dtype:
-            return cached[2]
+        w = weight.detach()
+        if cached is not None and cached[0].shape == w.shape and cached[0].dtype == w.dtype and torch.equal(cached[0], w):
+            return cached[1]
         with torch.no_grad():
-            gram = gram_kernel(weight.detach())
-        self._gram = (weight, weight._version, gram)
+            gram = gram_kernel(w)
+        self._gram = (w.clone(), gram)
         return gram
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,8 @@ What is differentiated: s(W) is a max over frequencies of Cholesky certificates,
 gradient; the gradient treats s = sigma_pi * (s / sigma_pi) with the ratio held constant, where
 sigma_pi is sn_conv's conv-true power-iteration estimate on the layer as applied (one warm-started
 iteration per new weight, d sigma_pi / dW = conv2d_weight(v, u)). The ratio makes the surrogate
-homogeneous of degree 1, as s is. The certificate is recomputed whenever the weight changed (it is
-keyed by the tensor's version counter), so a G step after a D step recertifies, and a D step that
+homogeneous of degree 1, as s is. The certificate is recomputed whenever the weight changed (compared
+by value with a copy of the certified weight), so a G step after a D step recertifies, and a D step that
 follows a G step reuses it: n_dis certificates per generator update.
 
 Cost of a certificate (docs/benchmarks.md): the float64 tap products M_d (half of them, by
@@ -62,7 +62,7 @@ class CertifiedConvNorm(nn.Module):
         self.register_buffer("v", torch.zeros(1, *self.input_shape, dtype=w.dtype, device=w.device))
         self.register_buffer("sigma", torch.ones((), dtype=w.dtype, device=w.device))  # the certified bound
         self.register_buffer("sigma_estimate", torch.ones((), dtype=w.dtype, device=w.device))
-        self._key = None  # (storage pointer, version) of the weight the buffers certify
+        self._certified = None  # a copy of the weight the buffers certify
 
     def certify(self, weight: torch.Tensor) -> None:
         """Recompute the certificate and the power-iteration iterates for ``weight`` (no gradients)."""
@@ -78,11 +78,13 @@ class CertifiedConvNorm(nn.Module):
             self.v.copy_(v)
             self.sigma.fill_(bound)
             self.sigma_estimate.copy_(sigma_pi)
-            self._key = (weight.data_ptr(), weight._version)
+            self._certified = w.clone()
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         with torch.autocast(weight.device.type, enabled=False):
-            if self._key != (weight.data_ptr(), weight._version):
+            # compared by value, not by version counter: fused optimizers update in place without bumping it
+            done = self._certified
+            if done is None or done.shape != weight.shape or done.dtype != weight.dtype or not torch.equal(done, weight.detach()):
                 self.certify(weight)
             sigma = self.sigma.to(weight.dtype).clamp_min(self.eps)
             if not (torch.is_grad_enabled() and weight.requires_grad):
@@ -94,7 +96,7 @@ class CertifiedConvNorm(nn.Module):
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
-        self._key = None  # loaded weights: certify again on the next forward
+        self._certified = None  # loaded weights: certify again on the next forward
 
     def extra_repr(self) -> str:
         return f"input_shape={self.input_shape}, stride={self.stride}, padding={self.padding}, tol={self.tol}"
