@@ -45,21 +45,12 @@ fi
 dirs=()
 for sweep in single pairs; do [ -d "${root}/${sweep}" ] && dirs+=("${root}/${sweep}"); done
 if [ "${#dirs[@]}" -eq 0 ]; then echo "error: nothing has run under ${root} yet" >&2; exit 2; fi
-rm -rf "${root}/report"
-first=1
-for m in $metrics; do
-  out="${root}/report"; [ "$first" -eq 0 ] && out="${root}/report/by_${m}"
-  "$PYTHON" -m src.report "${dirs[@]}" --out "$out" --metric "$m" > /dev/null || rc=$?
-  "$PYTHON" -m src.analysis.learning_curves "${dirs[@]}" --metric "$m" --out "${root}/report/curves" > /dev/null || rc=$?
-  first=0
-done
-metric="${metrics%% *}"
+out="${root}/report"
 if [ "$publish" -eq 1 ]; then
+  # the committed copy: each job's summary, overrides and resolved config (no checkpoints), and the report
+  # built from those copies alone, so `python -m src.report` on them rebuilds it exactly
   dest="docs/results/study_${task}"
-  mkdir -p "$dest"
-  rm -rf "${dest}/report" "${dest}/runs"
-  cp -r "${root}/report" "${dest}/report"
-  [ -f "${root}/wall_time.log" ] && cp "${root}/wall_time.log" "$dest/"
+  rm -rf "${dest}/runs" "${dest}/report"
   for d in "${dirs[@]}"; do
     sweep=$(basename "$d")
     [ -f "$d/multirun.yaml" ] && install -D -m 644 "$d/multirun.yaml" "${dest}/runs/${sweep}/multirun.yaml"
@@ -70,6 +61,17 @@ if [ "$publish" -eq 1 ]; then
       done
     done
   done
-  echo "published to ${dest}/ (rebuild: python -m src.report ${dest}/runs/single ${dest}/runs/pairs --metric ${metric})"
+  [ -f "${root}/wall_time.log" ] && cp "${root}/wall_time.log" "$dest/"
+  dirs=(); for sweep in single pairs; do [ -d "${dest}/runs/${sweep}" ] && dirs+=("${dest}/runs/${sweep}"); done
+  out="${dest}/report"
 fi
+rm -rf "$out"
+first=1
+for m in $metrics; do
+  o="$out"; [ "$first" -eq 0 ] && o="${out}/by_${m}"
+  "$PYTHON" -m src.report "${dirs[@]}" --out "$o" --metric "$m" > /dev/null || rc=$?
+  "$PYTHON" -m src.analysis.learning_curves "${dirs[@]}" --metric "$m" --out "${out}/curves" > /dev/null || rc=$?
+  first=0
+done
+echo "report: ${out}/report.md (learning curves: ${out}/curves/)"
 exit "$rc"
