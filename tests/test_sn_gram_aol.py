@@ -190,3 +190,18 @@ def test_weights_changed_by_a_fused_optimizer_are_recertified(reg):
             w = D[0].weight.double()
             s = float(layer_singular_values(D[0], (3, 6, 6), weight=w, method="dense")[0])
         assert s <= 1.0 + 1e-5, s
+
+
+def test_sn_gram_float32_divisor_is_not_rounded_below_the_certificate():
+    torch.manual_seed(0)
+    D = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1), nn.Flatten())
+    CertifiedSpectralNorm().wrap(D, torch.randn(2, 3, 6, 6))
+    p = D[0].parametrizations.weight[0]
+    bounds, inner = [], p._certifier.bound
+    p._certifier.bound = lambda *a, **k: bounds.append(inner(*a, **k)) or bounds[-1]
+    rounded_down = 0
+    for i in range(12):  # several certificates; float32 storage rounds about half of them down
+        p.certify(D[0].parametrizations.weight.original.detach() * (1 + 0.1 * i))
+        assert p.sigma.dtype == torch.float32 and float(p.sigma) >= bounds[-1]
+        rounded_down += float(torch.tensor(bounds[-1], dtype=torch.float32)) < bounds[-1]
+    assert rounded_down > 0  # the case the round-up exists for did occur

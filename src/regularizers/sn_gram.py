@@ -77,6 +77,8 @@ class CertifiedConvNorm(nn.Module):
             self.u.copy_(u)
             self.v.copy_(v)
             self.sigma.fill_(bound)
+            if float(self.sigma) < bound:  # float32 storage rounded the certificate down: the next float up
+                self.sigma.copy_(torch.nextafter(self.sigma, torch.full_like(self.sigma, float("inf"))))
             self.sigma_estimate.copy_(sigma_pi)
             self._certified = w.clone()
 
