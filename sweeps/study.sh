@@ -7,7 +7,8 @@
 #   sweeps/study.sh toy|digits --publish    # also copy report, curves, summaries and overrides to docs/results/study_<task>/
 #   sweeps/study.sh toy|digits --report     # only rebuild the report from what has run so far (then --publish if given)
 #
-# Environment: PYTHON (default .venv/bin/python when present), N_JOBS (default 2), STUDY_ROOT (default multirun).
+# Environment: PYTHON (default .venv/bin/python when present), N_JOBS (default 2), STUDY_ROOT (default multirun),
+# SEEDS (default "0 1 2"). Layout: <STUDY_ROOT>/study_<task>/seed<k>/{single,pairs}/<job>/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 task="${1:-}"
@@ -32,18 +33,22 @@ root="${STUDY_ROOT:-multirun}/study_${task}"
 mkdir -p "$root"
 rc=0
 if [ "$run" -eq 1 ]; then
-  for sweep in single pairs; do
-    exp="study_${task}"; [ "$sweep" = pairs ] && exp="study_${task}_pairs"
-    start=$(date +%s)
-    echo "$(date -u +%FT%TZ) start ${exp} -> ${root}/${sweep}" | tee -a "${root}/wall_time.log"
-    "$PYTHON" -m src.train -m "experiment=${exp}" hydra/launcher=parallel "hydra.launcher.n_jobs=${N_JOBS:-2}" \
-      "hydra.sweep.dir=${root}/${sweep}" || rc=$?
-    echo "$(date -u +%FT%TZ) end ${exp}: $(( $(date +%s) - start )) s wall, exit ${rc}" | tee -a "${root}/wall_time.log"
-    [ "$rc" -ne 0 ] && break
+  # one seed at a time, its pairs right after its single methods: a stopped study holds whole seeds
+  for seed in ${SEEDS:-0 1 2}; do
+    for sweep in single pairs; do
+      exp="study_${task}"; [ "$sweep" = pairs ] && exp="study_${task}_pairs"
+      dir="${root}/seed${seed}/${sweep}"
+      start=$(date +%s)
+      echo "$(date -u +%FT%TZ) start ${exp} seed=${seed} -> ${dir}" | tee -a "${root}/wall_time.log"
+      "$PYTHON" -m src.train -m "experiment=${exp}" "seed=${seed}" hydra/launcher=parallel \
+        "hydra.launcher.n_jobs=${N_JOBS:-2}" "hydra.sweep.dir=${dir}" || rc=$?
+      echo "$(date -u +%FT%TZ) end ${exp} seed=${seed}: $(( $(date +%s) - start )) s wall, exit ${rc}" | tee -a "${root}/wall_time.log"
+      [ "$rc" -ne 0 ] && break 2
+    done
   done
 fi
 dirs=()
-for sweep in single pairs; do [ -d "${root}/${sweep}" ] && dirs+=("${root}/${sweep}"); done
+for d in "${root}"/seed*/; do [ -d "$d" ] && dirs+=("${d%/}"); done
 if [ "${#dirs[@]}" -eq 0 ]; then echo "error: nothing has run under ${root} yet" >&2; exit 2; fi
 out="${root}/report"
 if [ "$publish" -eq 1 ]; then
@@ -52,17 +57,19 @@ if [ "$publish" -eq 1 ]; then
   dest="docs/results/study_${task}"
   rm -rf "${dest}/runs" "${dest}/report"
   for d in "${dirs[@]}"; do
-    sweep=$(basename "$d")
-    [ -f "$d/multirun.yaml" ] && install -D -m 644 "$d/multirun.yaml" "${dest}/runs/${sweep}/multirun.yaml"
-    for job in "$d"/*/; do
-      job=$(basename "$job")
-      for f in summary.json .hydra/overrides.yaml .hydra/config.yaml; do
-        [ -f "$d/$job/$f" ] && install -D -m 644 "$d/$job/$f" "${dest}/runs/${sweep}/${job}/$f"
+    for sweep in "$d"/*/; do
+      sweep="${sweep%/}"; to="${dest}/runs/$(basename "$d")/$(basename "$sweep")"
+      [ -f "$sweep/multirun.yaml" ] && install -D -m 644 "$sweep/multirun.yaml" "${to}/multirun.yaml"
+      for job in "$sweep"/*/; do
+        job=$(basename "$job")
+        for f in summary.json .hydra/overrides.yaml .hydra/config.yaml; do
+          [ -f "$sweep/$job/$f" ] && install -D -m 644 "$sweep/$job/$f" "${to}/${job}/$f"
+        done
       done
     done
   done
   [ -f "${root}/wall_time.log" ] && cp "${root}/wall_time.log" "$dest/"
-  dirs=(); for sweep in single pairs; do [ -d "${dest}/runs/${sweep}" ] && dirs+=("${dest}/runs/${sweep}"); done
+  dirs=(); for d in "${dest}"/runs/seed*/; do dirs+=("${d%/}"); done
   out="${dest}/report"
 fi
 rm -rf "$out"
