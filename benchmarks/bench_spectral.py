@@ -179,11 +179,11 @@ def main(argv=None):
                   f"in this run, in a loop like the certificate's): a floor {big_exact / floor:.1f}x below the exact spectrum, "
                   + ("so no certificate of this kind reaches 10x on this CPU. " if big_exact / floor < 10 else
                      "so 10x is within the floor's reach in this run but not the whole certificate's. ") +
-                  f"Above the floor: the float64 tap products (6e9 multiply-adds, "
-                  f"half of them by M_-d = M_d^T), the assembly of 544 G(w) (2.3 GB written) and the power iteration on "
-                  f"the sampled frequencies. A float32 factorization would halve the floor but its certified rounding "
-                  f"margin, 4 (c + 1) u tr(mu I - G), is ~5% of mu at c = 512; Gram iteration needs ~5 complex c^3 "
-                  f"products per frequency for 1% (the \"gram\" row).",
+                  "Above the floor: the float64 tap products (6e9 multiply-adds, "
+                  "half of them by M_-d = M_d^T), the assembly of 544 G(w) (2.3 GB written) and the power iteration on "
+                  "the sampled frequencies. A float32 factorization would halve the floor but its certified rounding "
+                  "margin, 4 (c + 1) u tr(mu I - G), is ~5% of mu at c = 512; Gram iteration needs ~5 complex c^3 "
+                  "products per frequency for 1% (the \"gram\" row).",
                   f"\n{load()} at the end."]
     print("\n".join(cert_body))
     doc = write_section("certified", "Certified operator-norm bounds", "\n".join(cert_body),
