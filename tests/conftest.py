@@ -1,18 +1,13 @@
-"""Shared fixtures: small datasets in their official on-disk formats, and a CLI runner."""
-import json
-import os
-import pickle
-import subprocess
-import sys
-from pathlib import Path
-
-import numpy as np
+"""Fixtures (the shared helpers are in tests/helpers.py)."""
 import pytest
-from PIL import Image
 
 import src  # noqa: F401  (registers the OmegaConf resolvers the configs use, as `python -m src.train` does)
+from tests.helpers import (REPO, capture_modules, compose_config, make_cifar10, make_image_folder, make_stl10, run_cli,
+                           train_in_process)
 
-REPO = Path(__file__).resolve().parents[1]
+# re-exported for test modules that still import helpers from here
+__all__ = ["REPO", "capture_modules", "compose_config", "make_cifar10", "make_image_folder", "make_stl10", "run_cli",
+           "train_in_process"]
 
 
 @pytest.fixture(autouse=True)
@@ -22,39 +17,6 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GANLAB_CACHE", str(cache))
     monkeypatch.setenv("WANDB_MODE", "offline")
     return cache
-
-
-def make_cifar10(root: Path, n_per_batch: int = 20, seed: int = 0) -> Path:
-    """cifar-10-batches-py with 5 train batches and a test batch in the official pickle format."""
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        entry = {"batch_label": name, "labels": rng.integers(0, 10, n_per_batch).tolist(),
-                 "data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
-                 "filenames": [f"{i}.png" for i in range(n_per_batch)]}
-        with open(folder / name, "wb") as f:
-            pickle.dump(entry, f)
-    return root
-
-
-def make_stl10(root: Path, n: int = 12, seed: int = 0) -> Path:
-    """stl10_binary/{unlabeled,train,test}_X.bin: uint8, N x 3 x 96 x 96, column-major per channel."""
-    rng = np.random.default_rng(seed)
-    folder = root / "stl10_binary"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("unlabeled_X.bin", "train_X.bin", "test_X.bin"):
-        rng.integers(0, 256, (n, 3, 96, 96), dtype=np.uint8).tofile(folder / name)
-    return root
-
-
-def make_image_folder(root: Path, n: int = 24, size: int = 40, seed: int = 0, ext: str = "png") -> Path:
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        sub = root / f"class{i % 3}"
-        sub.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (size, size + 6, 3), dtype=np.uint8)).save(sub / f"{i:04d}.{ext}")
-    return root
 
 
 @pytest.fixture
@@ -72,59 +34,12 @@ def image_root(tmp_path):
     return make_image_folder(tmp_path / "images")
 
 
-class CLIResult:
-    def __init__(self, proc, run_dir):
-        self.returncode, self.stdout, self.stderr = proc.returncode, proc.stdout, proc.stderr
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-
-    @property
-    def summary(self):
-        return json.loads((self.run_dir / "summary.json").read_text())
-
-
-def run_cli(module: str, *args, run_dir=None, timeout=600, env=None):
-    """Run ``python -m module args`` from the repository root, as a user would."""
-    cmd = [sys.executable, "-m", module, *map(str, args)]
-    if run_dir is not None:
-        cmd.append(f"hydra.run.dir={run_dir}")
-    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
-    return CLIResult(proc, run_dir)
-
-
 @pytest.fixture
 def cli():
     return run_cli
 
 
-def compose_config(overrides, run_dir=None):
-    """Compose the run config as the CLI would (with Hydra's runtime keys set for run_dir)."""
-    from src.assemble import compose
-
-    return compose(overrides, run_dir)
-
-
-def capture_modules(monkeypatch, hook=None) -> list:
-    """The GAN modules src.train assembles, in order (so a test can inspect the trained one); ``hook(module)``,
-    when given, runs on each before it trains."""
-    import src.assemble
-
-    modules, real_assemble = [], src.assemble.assemble
-
-    def capture(*args, **kwargs):
-        run = real_assemble(*args, **kwargs)
-        modules.append(run.module)
-        if hook is not None:
-            hook(run.module)
-        return run
-
-    monkeypatch.setattr(src.assemble, "assemble", capture)
-    return modules
-
-
-def train_in_process(overrides, run_dir):
-    """Run src.train's run() in this process (faster than the CLI; the CLI tests cover the entry point)."""
-    from src.train import run
-
-    cfg = compose_config(["trainer.enable_progress_bar=false", *overrides], run_dir)
-    return run(cfg, Path(run_dir))
+@pytest.fixture
+def built(monkeypatch):
+    """The modules src.train builds, in order (so a test can inspect the trained one)."""
+    return capture_modules(monkeypatch)

@@ -12,7 +12,7 @@ from src.networks.activations import GroupSort, MaxMin, make_activation
 from src.networks.mlp import MLPDiscriminator
 from src.networks.resnet import ResNetDiscriminator
 from src.networks.standard_cnn import StandardCNNDiscriminator
-from tests.test_bad_input import BASE, assert_user_error
+from tests.helpers import BASE, assert_user_error
 
 
 def assert_permutation(jac: torch.Tensor) -> None:

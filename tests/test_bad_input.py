@@ -1,23 +1,7 @@
 """User mistakes: one line naming the bad value and what is valid, non-zero exit, nothing looking complete."""
 import pytest
 
-from tests.conftest import make_image_folder
-
-BASE = ["steps=2", "metrics=none", "trainer.enable_progress_bar=false", "callbacks=none"]
-
-
-def assert_user_error(result, *needles):
-    assert result.returncode != 0
-    lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
-    assert lines, "no error message"
-    message = lines[-1]
-    for needle in needles:
-        assert needle in message, message
-    assert "Traceback" not in result.stderr
-    if result.run_dir is not None and (result.run_dir / "summary.json").exists():
-        s = result.summary
-        assert s["status"] == "failed" and s["error"]
-        assert not (result.run_dir / "checkpoints" / "last.ckpt").exists()
+from tests.helpers import BASE, assert_user_error, make_image_folder
 
 
 @pytest.mark.parametrize("override,needles", [

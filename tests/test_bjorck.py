@@ -13,9 +13,9 @@ from src.networks.standard_cnn import StandardCNNDiscriminator
 from src.regularizers import build_regularizer
 from src.regularizers.bjorck import Bjorck, bjorck_orthonormalize, scale_bound
 from src.spectral.exact import layer_singular_values
-from tests.conftest import train_in_process
-from tests.test_bad_input import BASE, assert_user_error
-from tests.test_regularizers_train import ARCHS, FAST, built, effective_weights, fresh_module  # noqa: F401 (built: fixture)
+from tests.helpers import train_in_process
+from tests.helpers import BASE, assert_user_error
+from tests.helpers import ARCHS, FAST, effective_weights, fresh_module
 
 
 def dense_layers(d):

@@ -2,7 +2,7 @@
 the one summary.json records; periodic scores land in the history at their generator steps."""
 import csv
 
-from tests.conftest import train_in_process
+from tests.helpers import train_in_process
 
 DIGITS = ["data=digits", "arch.width=0.25", "data.batch_size=16", "metrics=fast", "metrics.n_real=64", "metrics.n_fake=64",
           "samples.every=0", "checkpoint.every=0", "callbacks=none"]

@@ -20,7 +20,7 @@ from src.regularizers.spectral_norm import SpectralNorm
 from src.regularizers.weight_clip import WeightClip
 from src.regularizers.wgan_gp import WGANGP
 from src.summary import hyperparameter
-from tests.conftest import REPO, compose_config, run_cli, train_in_process
+from tests.helpers import REPO, compose_config, run_cli, train_in_process
 
 CONF = REPO / "conf"
 PENALTIES = ["wgan_gp", "wgan_lp", "dragan", "r1", "r2", "orthonormal"]
@@ -391,7 +391,7 @@ def test_run_directories_name_the_pair():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import make_cifar10, make_image_folder, run_cli, train_in_process
+from tests.helpers import make_cifar10, make_image_folder, run_cli, train_in_process
 from src.data import GANDataModule
 from src.data.image_folder import _decode, list_images
 from src.errors import ConfigError, DataError

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 from torch.utils.data import DataLoader
-from tests.conftest import REPO, capture_modules, compose_config, make_image_folder, run_cli, train_in_process
+from tests.helpers import REPO, capture_modules, compose_config, make_image_folder, run_cli, train_in_process
 
 from src.data import GANDataModule
 from src.data.stream import RealBatches, ShuffledStream
@@ -123,7 +123,7 @@ def test_stopped_streamed_run_resumes_exactly(folder, tmp_path):
     _assert_same_run(_final_state(straight), _final_state(stopped))
 
 
-from tests.test_resume import KILLER  # noqa: E402  (the same self-SIGKILL at a known generator step)
+from tests.helpers import KILLER  # noqa: E402  (the same self-SIGKILL at a known generator step)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, make_image_folder, run_cli
+from tests.helpers import REPO, make_image_folder, run_cli
 
 DDP = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]
 KEYS = ("is_mean", "is_std", "fid", "kid_mean", "kid_std")

@@ -3,7 +3,7 @@ import json
 
 import torch
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 BLOW_UP = ["regularizer=none", "loss=wasserstein", "optim.lr=1e6", "optim.n_dis=1", "steps=200"]
 FAST = ["metrics=none", "samples.every=0", "trainer.enable_progress_bar=false", "callbacks=none", "checkpoint.every=1"]

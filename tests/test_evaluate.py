@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, train_in_process
+from tests.helpers import REPO, train_in_process
 from src.evaluate import main
 from src.metrics.inception import make_random_inception_weights
 
@@ -141,7 +141,7 @@ def test_cli_error_exit_status_without_traceback(tmp_path):
 def test_checkpoint_without_run_config_uses_the_run_dirs_hydra_config(digits_run, tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    from conftest import compose_config
+    from tests.helpers import compose_config
 
     run_dir, summary = digits_run
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)

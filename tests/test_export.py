@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import train_in_process
+from tests.helpers import train_in_process
 from src.evaluate import main as evaluate_main
 from src.export import main
 
@@ -126,7 +126,7 @@ def test_a_2d_run_is_refused(tmp_path, capsys):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from conftest import compose_config
+    from tests.helpers import compose_config
 
     cfg = OmegaConf.to_container(compose_config(["data=toy2d"], run_dir=tmp_path), resolve=True)
     config = {k: cfg[k] for k in ("arch", "data", "z_dim", "metrics", "optim")}

@@ -11,11 +11,12 @@ import time
 import pytest
 import torch
 
-from tests.conftest import REPO
-from tests.test_resume import KILLER
+from tests.helpers import REPO
+from tests.helpers import KILLER
 
 ARGS = ["steps=30", "checkpoint.every=10", "samples.every=0", "log_every=5", "trainer.deterministic=true",
-        "trainer.enable_progress_bar=false", "metrics=none", "callbacks.spectral.every=10"]
+        "trainer.enable_progress_bar=false", "metrics=none", "callbacks.spectral.every=10",
+        "arch.hidden=64", "data.batch_size=64", "data.n_points=4000"]
 
 def train(args, signal_at=None, signal_name="SIGTERM"):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}

@@ -3,7 +3,7 @@ import csv
 
 import yaml
 
-from tests.conftest import train_in_process
+from tests.helpers import train_in_process
 
 ARGS = ["steps=20", "optim.n_dis=2", "log_every=5", "metrics=toy", "samples.every=0", "checkpoint.every=0",
         "callbacks.spectral.every=10", "callbacks.spectral.spectrum_every=0", "regularizer=wgan_gp", "regularizer.lam=7.5"]

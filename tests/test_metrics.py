@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli, train_in_process
+from tests.helpers import run_cli, train_in_process
 from src.errors import ConfigError, UserError
 from src.metrics.evaluator import ImageEvaluator
 from src.metrics.features import real_statistics
@@ -192,7 +192,7 @@ def test_bad_protocol_values_are_config_errors():
 
 
 def test_protocol_presets():
-    from conftest import compose_config
+    from tests.helpers import compose_config
 
     expect = {"paper": (10000, 5000, 10), "full": (50000, 50000, 10), "fast": (1000, 1000, 10)}
     for name, (n_real, n_fake, splits) in expect.items():

@@ -15,7 +15,7 @@ from src.regularizers.r1 import R1
 from src.regularizers.r2 import R2
 from src.regularizers.wgan_gp import WGANGP
 from src.regularizers.wgan_lp import WGANLP
-from tests.conftest import REPO, train_in_process
+from tests.helpers import REPO, train_in_process
 
 CONF = REPO / "conf" / "regularizer"
 SHAPE = (3, 4, 4)

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from tests.conftest import capture_modules, make_image_folder, train_in_process
+from tests.helpers import capture_modules, make_image_folder, train_in_process
 
 import src.regularizers.wgan_gp
 import src.train

@@ -1,46 +1,16 @@
 """Every regularizer through real trainings: every arch, checkpoints that load back, CLI runs, bad input."""
 import pytest
 import torch
-from src.assemble import assemble
-from tests.conftest import capture_modules, compose_config, run_cli, train_in_process
+from tests.helpers import ARCHS, FAST, effective_weights, fresh_module, run_cli, train_in_process
 
-from src.spectral.lipschitz import weight_layers
 from src.regularizers.weight_clip import WeightClip
 
 ALL = ["none", "sn", "sn_conv", "weight_clip", "wgan_gp", "dragan", "weight_norm", "orthonormal", "batch_norm", "layer_norm"]
 DEFAULT_LOSS = {"weight_clip": "wasserstein", "wgan_gp": "wasserstein"}
-ARCHS = {
-    "mlp": ["data=toy2d", "data.batch_size=32"],
-    "standard_cnn": ["data=digits", "arch=standard_cnn", "data.batch_size=16"],
-    "resnet": ["data=digits", "arch=resnet", "data.batch_size=16", "arch.g_width=64", "arch.d_width=32"],  # narrower: same structure, faster
-}
-# the spectral monitor (callbacks=default) is another component's concern and slow at the end of a run
-FAST = ["steps=2", "metrics=none", "samples.every=0", "checkpoint.every=0", "logger=none", "callbacks=none"]
-
-
-@pytest.fixture
-def built(monkeypatch):
-    """The modules src.train builds, in order (so a test can inspect the trained one)."""
-    return capture_modules(monkeypatch)
-
-
-def fresh_module(overrides, run_dir, seed: int):
-    """A newly built module (another seed, so nothing matches the trained one by accident)."""
-    cfg = compose_config(["trainer.enable_progress_bar=false", *overrides, f"seed={seed}"], run_dir)
-    return assemble(cfg, run_dir, trainer=False).module
 
 
 def d_tensors(module):
     return {k: v.detach().clone() for k, v in module.D.state_dict().items()}
-
-
-def effective_weights(module):
-    module.D.eval()  # eval: parametrizations read their buffers, no power-iteration update
-    try:
-        with torch.no_grad():
-            return [layer.weight.detach().clone() for layer in weight_layers(module.D).values()]
-    finally:
-        module.D.train()
 
 
 def assert_same_state(a: dict, b: dict):

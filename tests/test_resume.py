@@ -2,34 +2,21 @@
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
 
 from src.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
 from src.errors import UserError
-from tests.conftest import REPO
+from tests.helpers import KILLER, REPO
 
 ARGS = ["steps=80", "checkpoint.every=20", "samples.every=0", "log_every=5", "trainer.deterministic=true",
-        "trainer.enable_progress_bar=false", "metrics=none", "callbacks.spectral.every=10"]
+        "trainer.enable_progress_bar=false", "metrics=none", "callbacks.spectral.every=10",
+        "arch.hidden=64", "data.batch_size=64", "data.n_points=4000"]  # a small MLP: resuming is what is tested
 
 # The child process sends itself a signal (SIGKILL unless $KILL_SIGNAL names another) at the start of a
 # given generator step: a real signal at a known point (polling from outside races a fast toy run).
 # Nothing in src/ knows about it.
-KILLER = textwrap.dedent("""
-    import os, signal, sys
-    from src.module import GAN
-    original = GAN.training_step
-    def training_step(self, batch, batch_idx):
-        if self.g_step == int(os.environ["KILL_AT_STEP"]):
-            os.kill(os.getpid(), getattr(signal, os.environ.get("KILL_SIGNAL", "SIGKILL")))
-        return original(self, batch, batch_idx)
-    GAN.training_step = training_step
-    import runpy
-    sys.argv = ["src/train.py", *sys.argv[1:]]
-    runpy.run_module("src.train", run_name="__main__", alter_sys=True)
-""")
 
 
 def train(run_dir, extra, kill_at=None):

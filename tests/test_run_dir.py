@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from src.run_lock import RunDirLock, RunDirLocked
-from tests.conftest import REPO
-from tests.test_resume import KILLER
+from tests.helpers import REPO
+from tests.helpers import KILLER
 
 BASE = ["metrics=none", "trainer.enable_progress_bar=false", "callbacks=none", "samples.every=0"]
 

@@ -11,7 +11,7 @@ from src.spectral import (LayerOperator, conv_norm_bound_fft, conv_singular_valu
                           reshaped_power_iteration_trace, reshaped_singular_values)
 from src.spectral.lipschitz import input_gradient_norms, lipschitz_upper_bound, record_input_shapes
 
-from tests.conftest import train_in_process
+from tests.helpers import train_in_process
 
 
 def _conv(c_in, c_out, k, stride=1, padding=1, dilation=1, mode="zeros", seed=0):

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import REPO, train_in_process
+from tests.helpers import REPO, train_in_process
 
 ARGS = ["steps=3", "metrics=none", "callbacks=none", "samples.every=0", "checkpoint.every=0"]
 

@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from src.report.sweep import read_multirun, sweep_values
-from tests.conftest import REPO, run_cli
+from tests.helpers import REPO, run_cli
 
 CONF = REPO / "conf"
 REGULARIZERS = {"none", "sn", "sn_conv", "weight_clip", "wgan_gp", "dragan", "weight_norm", "orthonormal",

@@ -2,7 +2,7 @@
 import pytest
 
 from src import threads
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 JOBLIB = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}
 SUBMITIT_LOCAL = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", "array_parallelism": 4}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_config, train_in_process
+from tests.helpers import compose_config, train_in_process
 from src.errors import ConfigError
 from src.metrics import NullEvaluator, ToyEvaluator, build_evaluator
 from src.metrics.toy import mode_statistics, sliced_wasserstein

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from src.preflight import preflight
-from tests.conftest import train_in_process
+from tests.helpers import train_in_process
 
 BASE = ["steps=3", "metrics=none", "callbacks=none", "samples.every=0", "checkpoint.every=0"]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 FAKE_KEY = "0123456789fakewandbkey0123456789abcdefX"  # 40 characters, like a real key
 

@@ -4,7 +4,7 @@ import torch
 
 from src.errors import ConfigError
 from src.networks import resnet, standard_cnn
-from tests.conftest import train_in_process
+from tests.helpers import train_in_process
 
 
 def convs(module):
