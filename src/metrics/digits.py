@@ -52,19 +52,22 @@ def train_digits_classifier(seed: int = 0, epochs: int = 400) -> tuple[dict, flo
     x, y = _inputs(images), labels
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # reductions in a fixed order: bit-identical weights across machines
-    try:
-        torch.manual_seed(seed)
-        net = DigitsMLP()
-        opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-4)
-        xt, yt = x[idx_train], y[idx_train]
-        for _ in range(epochs):
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(xt), yt).backward()
-            opt.step()
-        with torch.no_grad():
-            acc = float((net(x[idx_test]).argmax(1) == y[idx_test]).float().mean())
-    finally:
-        torch.set_num_threads(threads)
+    # fork_rng: training the classifier (on a cold cache, inside a run's check_ready) must not reseed the run's
+    # global RNG, or a run's networks would depend on whether the classifier was already cached
+    with torch.random.fork_rng():
+        try:
+            torch.manual_seed(seed)
+            net = DigitsMLP()
+            opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-4)
+            xt, yt = x[idx_train], y[idx_train]
+            for _ in range(epochs):
+                opt.zero_grad()
+                nn.functional.cross_entropy(net(xt), yt).backward()
+                opt.step()
+            with torch.no_grad():
+                acc = float((net(x[idx_test]).argmax(1) == y[idx_test]).float().mean())
+        finally:
+            torch.set_num_threads(threads)
     return net.state_dict(), acc, len(idx_test)
 
 
