@@ -10,7 +10,8 @@ of a run's numbers (what draws from the seeded global RNG, and when): keep it.
 
 Configs are the object graph: ``data`` and ``loss`` (and the regularizer, the arch, the logger, the
 extra callbacks) carry their ``_target_`` and are built with ``hydra.utils.instantiate``; ``optim``
-holds an ``optimizer`` ``_partial_`` that the module calls with each network's parameters.
+holds an ``optimizer`` ``_partial_`` that the module calls with each network's parameters, and
+``metrics`` is a ``_partial_`` of ``src.metrics.build_evaluator`` called with the datamodule.
 """
 from __future__ import annotations
 
@@ -91,6 +92,17 @@ def build_networks(arch_cfg, z_dim: int, datamodule):
     return instantiate(arch, z_dim=z_dim, data_shape=datamodule.sample_shape)
 
 
+def build_evaluator_of(metrics_cfg, datamodule):
+    """The evaluator of a metrics config (its build_evaluator _partial_, called with the datamodule)."""
+    from .metrics import build_evaluator
+
+    if metrics_cfg.get("_target_"):
+        from hydra.utils import instantiate
+
+        return instantiate(metrics_cfg)(datamodule=datamodule)
+    return build_evaluator(metrics_cfg, datamodule)
+
+
 def build_loss(loss_cfg):
     from .errors import instantiate
     from .losses import get_loss
@@ -122,7 +134,6 @@ def assemble(cfg: DictConfig, run_dir: Path | None = None, *, guard=None, resume
     import lightning as L
     import torch
 
-    from .metrics import build_evaluator
     from .module import GAN
     from .regularizers import build_regularizer
     from .threads import resolve_threads
@@ -134,7 +145,7 @@ def assemble(cfg: DictConfig, run_dir: Path | None = None, *, guard=None, resume
     datamodule = build_datamodule(cfg.data)
     datamodule.load()
     datamodule.steps_per_fit = int(cfg.steps)  # the training loader yields one item per generator step
-    evaluator = build_evaluator(cfg.metrics, datamodule)
+    evaluator = build_evaluator_of(cfg.metrics, datamodule)
     evaluator.check_ready()  # fail now, not after hours of training
     regularizer = build_regularizer(cfg.regularizer, cfg.get("penalty"))
     loss = build_loss(cfg.loss)
@@ -207,5 +218,5 @@ def _hydra_launcher() -> dict | None:
     return OmegaConf.to_container(hc.launcher, resolve=False) if hc.get("launcher") else None
 
 
-__all__ = ["Run", "assemble", "build_datamodule", "build_networks", "build_loss", "build_optimizer", "build_trainer",
-           "compose"]
+__all__ = ["Run", "assemble", "build_datamodule", "build_evaluator_of", "build_networks", "build_loss", "build_optimizer",
+           "build_trainer", "compose"]

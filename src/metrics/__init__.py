@@ -11,7 +11,7 @@ sets scored), features.py (feature extraction and the real-statistics cache), di
 collectives), scores.py (IS / FID / KID from one pass of features), inception.py (torch-fidelity's
 InceptionV3 and its weights), digits.py (the digits classifier).
 """
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..data.spec import spec_of
 from ..errors import ConfigError
@@ -39,7 +39,12 @@ def _count(cfg: DictConfig, key: str, default: int, low: int) -> int:
     return value
 
 
-def build_evaluator(cfg: DictConfig, datamodule):
+def build_evaluator(cfg: DictConfig | dict | None = None, datamodule=None, **protocol):
+    """The evaluator of a metrics config (conf/metrics/) for ``datamodule``'s dataset. The configs carry
+    ``_target_: src.metrics.build_evaluator`` and ``_partial_: true``: ``instantiate(cfg.metrics)(datamodule=dm)``
+    (src/assemble.py) calls this with the config's keys as ``protocol``."""
+    if cfg is None:
+        cfg = OmegaConf.create(protocol)
     if cfg.get("name", "none") == "none":
         return NullEvaluator()
     if spec_of(datamodule).features == "toy":  # any preset: its n_fake samples, scored every `every` generator updates
