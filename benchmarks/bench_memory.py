@@ -43,7 +43,7 @@ def main(argv=None):
     ap.add_argument("--archs", nargs="+", default=["standard_cnn", "resnet"])
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
-    from tests.conftest import make_image_folder
+    from tests.helpers import make_image_folder
 
     rows = ["| arch | regularizer | peak host memory (MiB) | peak device memory (MiB) |", "|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:

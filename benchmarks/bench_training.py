@@ -101,7 +101,7 @@ def main(argv=None):
     import logging
 
     logging.disable(logging.WARNING)
-    from tests.conftest import make_image_folder
+    from tests.helpers import make_image_folder
 
     results = {r: {"ours": [], "plain": []} for r in args.regularizers}
     with tempfile.TemporaryDirectory() as tmp:
