@@ -13,10 +13,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 task="${1:-}"
 case "$task" in
-  toy) metrics="sliced_wasserstein modes_covered high_quality_fraction" ;;   # the first ranks report/; each gets report/<metric>/
+  toy) metrics="sliced_wasserstein modes_covered high_quality_fraction" ;;   # the first ranks report/; the others get report/by_<metric>/
   digits) metrics="fid is_mean kid_mean" ;;
   *) echo "error: unknown task '${task}'; valid: toy, digits (usage: sweeps/study.sh toy|digits [--report] [--publish])" >&2; exit 2 ;;
 esac
+# the write-up's convergence figure: a few methods at setting C (report/curves_C/)
+few="none,sn,sn_gram,bjorck,r2,wgan_gp,weight_clip,sn+r1"
 shift
 run=1; publish=0
 for arg in "$@"; do
@@ -78,6 +80,8 @@ for m in $metrics; do
   o="$out"; [ "$first" -eq 0 ] && o="${out}/by_${m}"
   "$PYTHON" -m src.report "${dirs[@]}" --out "$o" --metric "$m" > /dev/null || rc=$?
   "$PYTHON" -m src.analysis.learning_curves "${dirs[@]}" --metric "$m" --out "${out}/curves" > /dev/null || rc=$?
+  [ "$first" -eq 1 ] && { "$PYTHON" -m src.analysis.learning_curves "${dirs[@]}" --metric "$m" --settings C \
+    --methods "$few" --out "${out}/curves_C" > /dev/null || rc=$?; }
   first=0
 done
 echo "report: ${out}/report.md (learning curves: ${out}/curves/)"

@@ -99,8 +99,11 @@ def plot(table: dict, metric: str, settings: list[str], methods: list[str] | Non
         ax.set_title(f"setting {setting}", fontsize=9)
         ax.set_xlabel("generator updates")
         ax.grid(alpha=0.3)
+    values = [v for by_step in table.values() for vs in by_step.values() for v in vs]
+    if metric in LOWER_IS_BETTER and min(values) > 0 and max(values) > 20 * min(values):
+        axes[0][0].set_yscale("log")  # distances spanning decades (a diverging method) would flatten the rest
     axes[0][0].set_ylabel(f"{metric} ({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)")
-    axes[0][-1].legend(fontsize=7, loc="best")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.suptitle("learning curves: mean over seeds, band = min..max", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
