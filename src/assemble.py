@@ -82,14 +82,19 @@ def build_datamodule(data_cfg, **overrides):
 
 
 def build_networks(arch_cfg, z_dim: int, datamodule):
-    """(G, D) of an arch config for the datamodule's samples (images: resolution and channels; else their shape)."""
+    """(G, D) of an arch config for the datamodule's samples: an arch that takes ``data_shape`` (the MLP,
+    on 2-D points or small images) gets the sample shape; image archs get resolution and channels."""
+    import inspect
+
+    from hydra.utils import get_method
+
     from .errors import instantiate
 
     arch = OmegaConf.to_container(arch_cfg, resolve=True) if OmegaConf.is_config(arch_cfg) else dict(arch_cfg)
     arch.pop("name", None)
-    if datamodule.is_image:
-        return instantiate(arch, z_dim=z_dim, resolution=datamodule.resolution, channels=datamodule.channels)
-    return instantiate(arch, z_dim=z_dim, data_shape=datamodule.sample_shape)
+    if "data_shape" in inspect.signature(get_method(arch["_target_"])).parameters:
+        return instantiate(arch, z_dim=z_dim, data_shape=datamodule.sample_shape)
+    return instantiate(arch, z_dim=z_dim, resolution=datamodule.resolution, channels=datamodule.channels)
 
 
 def build_evaluator_of(metrics_cfg, datamodule):

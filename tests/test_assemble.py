@@ -39,3 +39,13 @@ def test_evaluate_rebuilds_the_generator_with_the_assemblers_builders(tmp_path):
     generator.load_state_dict(run.generator.state_dict())
     z = torch.randn(5, cfg.z_dim)
     assert torch.equal(generator(z), run.generator(z))
+
+
+def test_the_mlp_takes_small_images_as_their_sample_shape(tmp_path):
+    """arch=mlp on digits (8x8, allowed by validation): G draws (n, 1, 8, 8) images in [-1, 1], D scores them."""
+    cfg = compose_config(["data=digits", "arch=mlp", "arch.hidden=32", "metrics=none", "logger=none",
+                          "samples.every=0", "checkpoint.every=0"], tmp_path)
+    G, D = build_networks(cfg.arch, cfg.z_dim, build_datamodule(cfg.data))
+    x = G(torch.randn(5, cfg.z_dim))
+    assert x.shape == (5, 1, 8, 8) and float(x.abs().max()) <= 1.0
+    assert D(x).shape[0] == 5
