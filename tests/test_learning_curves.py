@@ -38,6 +38,8 @@ def test_curves_csv_and_plateau_from_summaries(tmp_path):
     assert float(sn[0]["std"]) == pytest.approx(np.std([1, 3], ddof=1))
     plateau = {r["method"]: r for r in csv.DictReader(open(out / "plateau_modes_covered.csv"))}
     assert int(plateau["sn"]["settled_at"]) == 30 and int(plateau["sn"]["seeds"]) == 2
+    # the last quarter starts at the evaluation nearest 0.75 * 40 = 30: means 7 and 8
+    assert float(plateau["sn"]["last_quarter_mean"]) == 7.5 and float(plateau["sn"]["last_quarter_range"]) == 1
     assert float(plateau["sn+r1"]["final_mean"]) == 1 and int(plateau["sn+r1"]["settled_at"]) == 10
     assert (out / "learning_curves_modes_covered.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

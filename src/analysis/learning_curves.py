@@ -8,7 +8,9 @@ Writes ``learning_curves_<metric>.png`` (one panel per setting: mean over seeds,
 ``learning_curves_<metric>.csv`` (method, setting, step, n, mean, std, min, max) and
 ``plateau_<metric>.csv``: per method and setting, the final mean, the mean at 3/4 of training and
 ``settled_at``, the first evaluated step after which the mean curve stays within ``--tolerance`` of
-its final value (a curve that settles early has plateaued; one that settles only at the end has not).
+its final value (a curve that settles early has plateaued; one that settles only at the end has not),
+and the mean and range of the curve over its last quarter (from the evaluation nearest 3/4 of
+training on): a score less tied to the last evaluation when the curve fluctuates.
 """
 import argparse
 import csv
@@ -71,8 +73,10 @@ def summarize(table: dict, tolerance: float) -> tuple[list[dict], list[dict]]:
             rows.append({"method": method, "setting": setting, "step": s, "n": len(v), "mean": m,
                          "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "min": min(v), "max": max(v)})
         three_quarters = min(steps, key=lambda s: abs(s - 0.75 * steps[-1]))
+        tail = [m for st, m in zip(steps, means) if st >= three_quarters]
         plateau.append({"method": method, "setting": setting, "final_step": steps[-1], "final_mean": means[-1],
                         "mean_at_3/4": means[steps.index(three_quarters)], "step_3/4": three_quarters,
+                        "last_quarter_mean": float(np.mean(tail)), "last_quarter_range": float(max(tail) - min(tail)),
                         "settled_at": settled_at(steps, means, tolerance), "tolerance": tolerance,
                         "seeds": len(by_step[steps[-1]])})
     return rows, plateau
