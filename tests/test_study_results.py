@@ -34,8 +34,9 @@ def test_the_report_is_rebuilt_from_the_committed_summaries_alone(study, tmp_pat
 @pytest.mark.skipif(not STUDIES, reason="no study committed under docs/results/")
 @pytest.mark.parametrize("study", STUDIES, ids=lambda p: p.name)
 def test_every_job_has_its_summary_overrides_and_config(study):
-    jobs = [p for p in (study / "runs").glob("*/*") if p.is_dir()]
-    assert jobs
+    jobs = [p.parent for p in (study / "runs").rglob("summary.json")]
+    sweeps = [p.parent for p in (study / "runs").rglob("multirun.yaml")]
+    assert jobs and sweeps and all(job.parent in sweeps for job in jobs)
     for job in jobs:
         assert (job / ".hydra" / "overrides.yaml").is_file(), job
         assert (job / ".hydra" / "config.yaml").is_file(), job
