@@ -3,7 +3,7 @@ import importlib.util
 import json
 import pytest
 
-from conftest import REPO, run_cli
+from tests.helpers import REPO, run_cli
 
 spec = importlib.util.spec_from_file_location("rerun_job", REPO / "sweeps" / "rerun_job.py")
 rerun_job = importlib.util.module_from_spec(spec)

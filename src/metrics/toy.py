@@ -47,6 +47,8 @@ class ToyEvaluator:
         self.n_samples, self.min_share, self.variant, self.std = n_samples, min_share, variant, std
         self.every, self.seed = every, seed
         self.history: list[dict] = []
+        self._noise: torch.Tensor | None = None
+        self._real: np.ndarray | None = None
 
     def check_ready(self) -> None:
         pass
@@ -60,11 +62,19 @@ class ToyEvaluator:
         return out
 
     def noise(self, z_dim: int) -> torch.Tensor:
-        return torch.randn(self.n_samples, z_dim, generator=torch.Generator().manual_seed(self.seed))
+        """The fixed noise every evaluation scores (drawn once: each periodic evaluation reuses it)."""
+        if self._noise is None or self._noise.shape[1] != z_dim:
+            self._noise = torch.randn(self.n_samples, z_dim, generator=torch.Generator().manual_seed(self.seed))
+        return self._noise
+
+    def real(self) -> np.ndarray:
+        """The fresh data draw the samples are compared with (fixed seed; drawn once)."""
+        if self._real is None:
+            self._real = sample_toy2d(self.variant, self.n_samples, 12345, self.std).numpy()
+        return self._real
 
     def score(self, fake: np.ndarray) -> dict:
-        real = sample_toy2d(self.variant, self.n_samples, 12345, self.std).numpy()
-        out = {"sliced_wasserstein": sliced_wasserstein(fake, real)}
+        out = {"sliced_wasserstein": sliced_wasserstein(fake, self.real())}
         centers = mode_centers(self.variant)
         if centers is not None:
             out.update(mode_statistics(fake, centers, self.std, self.min_share))
