@@ -23,7 +23,7 @@ def inception_weights(tmp_path_factory):
 
 def test_two_process_ddp_on_cpu(tmp_path):
     run = tmp_path / "run"
-    result = run_cli("src.train", "steps=6", *DDP, "callbacks=none", "samples.every=3", run_dir=run)
+    result = run_cli("src.train", "steps=6", *DDP, "callbacks=none", "samples.every=3", run_dir=run, process=True)  # DDP starts processes
     assert result.returncode == 0, result.stderr[-3000:]
     s = json.loads((run / "summary.json").read_text())
     assert s["status"] == "completed" and s["steps"] == 6

@@ -1,8 +1,5 @@
 """python -m src.evaluate: a run dir / checkpoint, or folders of images; one-line errors."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import REPO, train_in_process
+from tests.helpers import run_cli, train_in_process
 from src.evaluate import main
 from src.metrics.inception import make_random_inception_weights
 
@@ -24,10 +21,8 @@ def inception_weights(tmp_path_factory):
 
 
 def evaluate_cli(*args, timeout=600):
-    """``python -m src.evaluate ARGS`` from the repository root (conftest's run_cli appends Hydra overrides)."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "src.evaluate", *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    """``python -m src.evaluate ARGS`` from the repository root."""
+    return run_cli("src.evaluate", *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ partial sweeps (diverged, failed, killed and never-started jobs, an unreadable s
 import csv
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import yaml
 from src.report import build_report
 from src.report.aggregate import Stat, build_groups, parse_metric
 from src.report.collect import Run
+from tests.helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"A": (1e-4, 0.5, 0.9, 5), "D": (1e-3, 0.5, 0.9, 5)}
@@ -149,15 +148,13 @@ def test_cells_status_timing_and_partial_sweeps(sweeps, tmp_path):
 
 def test_cli_default_out_and_metric_choice(sweeps):
     s1, s2 = sweeps
-    proc = subprocess.run([sys.executable, "-m", "src.report", str(s1), str(s2), "--metric", "is_mean"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = run_cli("src.report", s1, s2, "--metric", "is_mean")
     assert proc.returncode == 0, proc.stderr
     best = {r["method"]: r for r in read_csv(s1 / "report" / "best.csv")}
     # by IS (higher is better) sn's best setting is still D (7.4 vs 7.2), and the primary column is IS
     assert best["sn"]["metric"] == "is_mean" and best["sn"]["direction"] == "max"
     assert float(best["sn"]["is_mean_mean"]) == pytest.approx(7.4)
-    bad = subprocess.run([sys.executable, "-m", "src.report", str(s1), "--metric", "mystery"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    bad = run_cli("src.report", s1, "--metric", "mystery")
     assert bad.returncode == 2 and "mystery:min" in bad.stderr
 
 

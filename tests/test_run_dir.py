@@ -10,15 +10,14 @@ import pytest
 import torch
 
 from src.run_lock import RunDirLock, RunDirLocked
-from tests.helpers import REPO
+from tests.helpers import REPO, run_cli
 from tests.helpers import KILLER
 
 BASE = ["metrics=none", "trainer.enable_progress_bar=false", "callbacks=none", "samples.every=0"]
 
 
-def cli(run_dir, *args, env=None):
-    return subprocess.run([sys.executable, "-m", "src.train", *BASE, *args, f"hydra.run.dir={run_dir}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
+def cli(run_dir, *args):
+    return run_cli("src.train", *BASE, *args, run_dir=run_dir)
 
 
 def summary(run_dir):
