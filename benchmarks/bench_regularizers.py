@@ -14,7 +14,9 @@ batch with requires_grad), the usual way to write them by hand.
 Configurations are interleaved: each repetition times every configuration once, in an order that
 rotates between repetitions, so load from other processes hits all of them alike; each ratio is
 taken within a repetition (config / none of the same repetition) and the median over repetitions
-is reported. Results go to docs/benchmarks.md (section "regularizers") unless --no-write.
+is reported. Results go to docs/benchmarks.md unless --no-write: the whole list to the section
+"regularizers"; a run with --only to a section of its own ("regularizers-subset", replacing the previous
+subset), so the main table stays one run measured side by side and a subset never overwrites it.
 """
 import argparse
 import statistics
@@ -347,6 +349,9 @@ def main(argv=None):
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
+    unknown = [n for n in args.only or [] if n not in REGULARIZERS]
+    if unknown:
+        ap.error(f"--only {unknown[0]!r}: not a row of this benchmark; valid: {', '.join(REGULARIZERS)}")
     names = REGULARIZERS if args.only is None else ["none"] + [n for n in args.only if n != "none"]
     names = names + ["plain none"] + [f"plain {p}" for p in GRADIENT_PENALTIES if p in names]
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -366,8 +371,12 @@ def main(argv=None):
              f"wall time is what a user waits.")
     print(body)
     if not args.no_write:
-        cmd = "python -m benchmarks.bench_regularizers" + ("" if argv is None else " " + " ".join(argv))
-        write_section("regularizers", "Regularizer cost per generator update (CPU)", body, cmd)
+        shown = sys.argv[1:] if argv is None else list(argv)
+        cmd = " ".join(["python -m benchmarks.bench_regularizers", *(f"'{a}'" if " " in a else a for a in shown)])
+        if args.only is None:
+            write_section("regularizers", "Regularizer cost per generator update (CPU)", body, cmd)
+        else:  # a subset: its own section, measured side by side with `none` in its own run
+            write_section("regularizers-subset", "Regularizer cost per generator update (CPU), a subset rerun", body, cmd)
 
 
 if __name__ == "__main__":
