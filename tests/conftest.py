@@ -2,12 +2,7 @@
 import pytest
 
 import src  # noqa: F401  (registers the OmegaConf resolvers the configs use, as `python -m src.train` does)
-from tests.helpers import (REPO, capture_modules, compose_config, make_cifar10, make_image_folder, make_stl10, run_cli,
-                           train_in_process)
-
-# re-exported for test modules that still import helpers from here
-__all__ = ["REPO", "capture_modules", "compose_config", "make_cifar10", "make_image_folder", "make_stl10", "run_cli",
-           "train_in_process"]
+from tests.helpers import capture_modules, make_cifar10, make_image_folder, make_stl10, run_cli
 
 
 @pytest.fixture(autouse=True)

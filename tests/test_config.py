@@ -1,8 +1,9 @@
 """Every option of every config group composes, and what it describes instantiates."""
-from pathlib import Path
 
 import pytest
 import torch
+
+from tests.helpers import REPO
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -13,7 +14,7 @@ from src.losses import get_loss
 from src.regularizers import build_regularizer
 from src.validation import validate
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = REPO / "conf"
 
 
 def options(group):

@@ -74,7 +74,7 @@ class _AOLConv(torch.autograd.Function):
     backward: with g = dL/d(out), dL/ds_j = -1/2 s_j^(-3/2) sum(g W)[:, j] (0 where clamped), and
     L's dependence on the Gram kernel R = dL/dgram = (dL/ds_j) sign(gram[j, j', a]). gram = W (*) W
     is quadratic with gram[j, j', a] = gram[j', j, -a], so dL/dW = conv2d(W, R + R^T(j <-> j', a -> -a)
-    flipped) (checked against autograd through |conv2d(W, W)| in tests/test_sn_gram_aol.py).
+    flipped) (checked against autograd through |conv2d(W, W)| in tests/regularizers/test_sn_gram_aol.py).
     """
 
     @staticmethod

@@ -10,7 +10,7 @@ the spectral callback, and one code path shared with the conv-true variant.
 The iteration runs without autograd and DivideBySigma supplies the gradient (u v^T for sigma).
 Iteration order is Miyato's Algorithm 1 (v <- W^T u, then u <- W v, sigma = u^T W v). PyTorch's
 parametrization runs u <- W v first, then v <- W^T u: the same sequence of iterates shifted by half
-a step, so both agree once the iteration has converged (tests/test_regularizers.py checks both).
+a step, so both agree once the iteration has converged (tests/regularizers/test_regularizers.py checks both).
 """
 import torch
 from torch import nn

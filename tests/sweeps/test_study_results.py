@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from src.report import build_report
+from tests.helpers import REPO
 
-RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+RESULTS = REPO / "docs" / "results"
 STUDIES = sorted(p for p in RESULTS.glob("study_*") if (p / "runs").is_dir())
 
 

@@ -98,7 +98,7 @@ def test_bad_hyperparameters(bad):
 
 @pytest.mark.parametrize("name", ["sn_gram", "aol"])
 def test_trains_on_the_standard_cnn(tmp_path, name):
-    from tests.conftest import train_in_process
+    from tests.helpers import train_in_process
 
     summary = train_in_process(["data=digits", "arch=standard_cnn", f"regularizer={name}", "steps=2", "metrics=none",
                                 "samples.every=0", "checkpoint.every=0", "data.batch_size=8", "callbacks=none",

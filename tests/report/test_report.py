@@ -13,7 +13,6 @@ from src.report.aggregate import Stat, build_groups, parse_metric
 from src.report.collect import Run
 from tests.helpers import run_cli
 
-REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"A": (1e-4, 0.5, 0.9, 5), "D": (1e-3, 0.5, 0.9, 5)}
 LOSS = {"sn": "ns", "wgan_gp": "wasserstein", "none": "ns"}
 PROTOCOL = {"n_real": 1797, "n_fake": 2000, "real_split": "train", "features": "digits classifier"}
