@@ -83,7 +83,7 @@ def run_cli(module: str, *args, run_dir=None, timeout=600, env=None, process=Non
     In this process by default (``runpy`` runs the module as ``__main__``: the same entry point, preflight and
     exit codes; a new interpreter would add ~3.5 s of imports to every call). ``process=True`` (or an ``env``)
     starts a real interpreter: for what only a process boundary shows (signals, a multirun's launcher, the
-    environment a process starts with)."""
+    environment a process starts with); ``timeout`` applies to those."""
     argv = [*map(str, args)] + ([f"hydra.run.dir={run_dir}"] if run_dir is not None else [])
     if process or (process is None and env is not None) or "-m" in argv or not module.startswith("src."):
         cmd = [sys.executable, "-m", module, *argv]
@@ -139,7 +139,8 @@ def _run_module_here(module: str, argv: list):
         for handler in root.handlers:
             if handler not in saved_logging[0]:
                 handler.close()
-        root.handlers[:], _ = saved_logging[0], root.setLevel(saved_logging[1])
+        root.handlers[:] = saved_logging[0]
+        root.setLevel(saved_logging[1])
         for s, handler in saved_signals.items():
             signal.signal(s, handler)
         torch.set_num_threads(saved_torch[0])
