@@ -1,5 +1,6 @@
 """benchmarks/bench_regularizers: where its tables go (a subset never overwrites the full table) and its
 ratios, with timed runners replaced by fixed times (the benchmark itself is run by hand, not in the suite)."""
+import logging
 import re
 
 import pytest
@@ -30,7 +31,10 @@ def doc(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "DOC", path)
     costs = {"none": 2.0, "sn": 2.5, "plain none": 1.0}
     monkeypatch.setattr(bench, "make_runner", lambda name: FixedRunner(costs[name]))
-    return path
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    yield path
+    lightning_log.setLevel(level)  # main() quiets Lightning for its own process; later tests here read its log
 
 
 def test_a_subset_run_writes_its_own_section_and_leaves_the_full_table(doc, capsys):
