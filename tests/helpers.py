@@ -118,7 +118,8 @@ def _run_module_here(module: str, argv: list):
     saved_argv, saved_env, saved_cwd = list(sys.argv), dict(os.environ), os.getcwd()
     saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     root = logging.getLogger()
-    saved_logging = (list(root.handlers), root.level)
+    loggers = [root, *(lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger))]
+    saved_logging = {lg: (list(lg.handlers), lg.level, lg.propagate, lg.disabled) for lg in loggers}
     saved_torch = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.get_rng_state())
     saved_rng = (random.getstate(), np.random.get_state())
     code = 0
@@ -136,11 +137,14 @@ def _run_module_here(module: str, argv: list):
                 if not isinstance(exc.code, (int, type(None))):
                     print(exc.code, file=sys.stderr)
     finally:
-        for handler in root.handlers:
-            if handler not in saved_logging[0]:
-                handler.close()
-        root.handlers[:] = saved_logging[0]
-        root.setLevel(saved_logging[1])
+        # every logger as it was (the entry point and Hydra's logging config rewire root's and Lightning's)
+        for lg, (handlers, level, propagate, disabled) in saved_logging.items():
+            for handler in lg.handlers:
+                if handler not in handlers:
+                    handler.close()
+            lg.handlers[:] = handlers
+            lg.setLevel(level)
+            lg.propagate, lg.disabled = propagate, disabled
         for s, handler in saved_signals.items():
             signal.signal(s, handler)
         torch.set_num_threads(saved_torch[0])
