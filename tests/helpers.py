@@ -237,3 +237,18 @@ def effective_weights(module):
             return [layer.weight.detach().clone() for layer in weight_layers(module.D).values()]
     finally:
         module.D.train()
+
+
+def assert_same_checkpoint(a: dict, b: dict):
+    """Two Lightning checkpoints of the GAN hold the same training state: step, weights, Adam's second
+    moments and the module's own RNG stream (a resumed run against an uninterrupted one)."""
+    import torch
+
+    assert a["global_step"] == b["global_step"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"]):
+        for pid, st in opt_a["state"].items():
+            assert torch.equal(st["exp_avg_sq"], opt_b["state"][pid]["exp_avg_sq"])
+    assert torch.equal(a["gan_rng_state"], b["gan_rng_state"])
