@@ -6,9 +6,15 @@
 #   sweeps/study.sh toy|digits              # run (or resume) the study into multirun/study_<task>/
 #   sweeps/study.sh toy|digits --publish    # also copy report, curves, summaries and overrides to docs/results/study_<task>/
 #   sweeps/study.sh toy|digits --report     # only rebuild the report from what has run so far (then --publish if given)
+#   sweeps/study.sh toy|digits --no-restore # run every job here, ignoring the published records (see below)
+#
+# A study spans sessions on machines that keep nothing but the repository: before anything else, every job
+# that docs/results/study_<task>/runs/ records as completed and that the study root has no summary of gets its
+# published record (summary, overrides, config) copied back, so the run skips it and --publish keeps it. Jobs
+# that were stopped unfinished have no committed checkpoint and run again from the start.
 #
 # Environment: PYTHON (default .venv/bin/python when present), N_JOBS (default 2), STUDY_ROOT (default multirun),
-# SEEDS (default "0 1 2"). Layout: <STUDY_ROOT>/study_<task>/seed<k>/{single,pairs}/<job>/.
+# SEEDS (default "0 1 2"), RESULTS_DIR (default docs/results). Layout: <STUDY_ROOT>/study_<task>/seed<k>/{single,pairs}/<job>/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 task="${1:-}"
@@ -20,20 +26,41 @@ esac
 # the write-up's convergence figure: a few methods at setting C (report/curves_C/)
 few="none,sn,sn_gram,bjorck,r2,wgan_gp,weight_clip,sn+r1"
 shift
-run=1; publish=0
+run=1; publish=0; restore=1
 for arg in "$@"; do
   case "$arg" in
     --publish) publish=1 ;;
     --report) run=0 ;;
-    *) echo "error: unknown option '${arg}'; valid: --report, --publish" >&2; exit 2 ;;
+    --no-restore) restore=0 ;;
+    *) echo "error: unknown option '${arg}'; valid: --report, --publish, --no-restore" >&2; exit 2 ;;
   esac
 done
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
 fi
 root="${STUDY_ROOT:-multirun}/study_${task}"
+published="${RESULTS_DIR:-docs/results}/study_${task}"
 mkdir -p "$root"
 rc=0
+if [ "$restore" -eq 1 ] && [ -d "${published}/runs" ]; then
+  restored=0
+  while IFS= read -r -d '' summary; do
+    job="$(dirname "$summary")"; rel="${job#"${published}/runs/"}"
+    [ -e "${root}/${rel}/summary.json" ] && continue             # what ran here wins
+    grep -Eq '^  "status": "completed",?$' "$summary" || continue   # unfinished: runs again
+    for f in summary.json .hydra/overrides.yaml .hydra/config.yaml; do
+      [ -f "${job}/${f}" ] && install -D -m 644 "${job}/${f}" "${root}/${rel}/${f}"
+    done
+    sweep="$(dirname "$rel")"
+    [ -f "${published}/runs/${sweep}/multirun.yaml" ] && [ ! -e "${root}/${sweep}/multirun.yaml" ] && \
+      install -D -m 644 "${published}/runs/${sweep}/multirun.yaml" "${root}/${sweep}/multirun.yaml"
+    restored=$((restored + 1))
+  done < <(find "${published}/runs" -name summary.json -print0 | sort -z)
+  if [ "$restored" -gt 0 ]; then
+    [ -f "${published}/wall_time.log" ] && [ ! -e "${root}/wall_time.log" ] && cp "${published}/wall_time.log" "${root}/"
+    echo "restored ${restored} completed job(s) from ${published}/runs (they will be skipped)"
+  fi
+fi
 if [ "$run" -eq 1 ]; then
   # one seed at a time, its pairs right after its single methods: a stopped study holds whole seeds
   for seed in ${SEEDS:-0 1 2}; do
@@ -56,7 +83,7 @@ out="${root}/report"
 if [ "$publish" -eq 1 ]; then
   # the committed copy: each job's summary, overrides and resolved config (no checkpoints), and the report
   # built from those copies alone, so `python -m src.report` on them rebuilds it exactly
-  dest="docs/results/study_${task}"
+  dest="$published"
   rm -rf "${dest}/runs" "${dest}/report"
   for d in "${dirs[@]}"; do
     for sweep in "$d"/*/; do

@@ -45,3 +45,54 @@ def test_run_sh_resume_skips_completed_and_runs_the_rest(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert done.read_text() == stamp
     assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "completed"
+
+
+def _record(job, status, tag):
+    (job / ".hydra").mkdir(parents=True)
+    (job / "summary.json").write_text(json.dumps({"status": status, "tag": tag}, indent=2) + "\n")
+    (job / ".hydra" / "overrides.yaml").write_text(f"- seed={tag}\n")
+    (job / ".hydra" / "config.yaml").write_text(f"seed: {tag}\n")
+
+
+def _study_sh(tmp_path, *args):
+    # PYTHON=true: the report and curve steps become no-ops; this is about which records the study root holds
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": "true", "STUDY_ROOT": str(tmp_path / "root"),
+           "RESULTS_DIR": str(tmp_path / "results")}
+    return subprocess.run(["bash", "sweeps/study.sh", "toy", *args], cwd=REPO, env=env, capture_output=True, text=True)
+
+
+def test_study_sh_restores_published_completed_jobs_into_a_fresh_study_root(tmp_path):
+    """A new session's machine holds only the repository: the committed records of completed jobs go back
+    into the study root (so skip_completed skips them and --publish keeps them); unfinished ones do not, and
+    what the root already holds is left alone."""
+    published = tmp_path / "results" / "study_toy"
+    single = published / "runs" / "seed0" / "single"
+    _record(single / "0", "completed", 0)
+    _record(single / "1", "running", 1)      # stopped unfinished: no checkpoint was committed, so it reruns
+    _record(single / "2", "completed", 2)
+    (single / "multirun.yaml").write_text("hydra: {}\n")
+    (published / "wall_time.log").write_text("start study_toy seed=0\n")
+    root = tmp_path / "root" / "study_toy" / "seed0" / "single"
+    _record(root / "2", "interrupted", 22)   # this machine's own record of job 2
+
+    proc = _study_sh(tmp_path, "--report")
+    assert proc.returncode == 0, proc.stderr
+    assert "restored 1 completed job(s)" in proc.stdout
+    for f in ("summary.json", ".hydra/overrides.yaml", ".hydra/config.yaml"):
+        assert (root / "0" / f).read_bytes() == (single / "0" / f).read_bytes()
+    assert not (root / "1").exists()
+    assert json.loads((root / "2" / "summary.json").read_text())["tag"] == 22
+    assert (root / "multirun.yaml").read_text() == "hydra: {}\n"
+    assert (tmp_path / "root" / "study_toy" / "wall_time.log").read_text() == "start study_toy seed=0\n"
+
+    again = _study_sh(tmp_path, "--report")   # idempotent: nothing left to restore
+    assert again.returncode == 0 and "restored" not in again.stdout
+
+
+def test_study_sh_no_restore_leaves_the_root_empty_and_bad_options_are_named(tmp_path):
+    _record(tmp_path / "results" / "study_toy" / "runs" / "seed0" / "single" / "0", "completed", 0)
+    proc = _study_sh(tmp_path, "--report", "--no-restore")
+    assert proc.returncode == 2 and "nothing has run under" in proc.stderr
+    assert not (tmp_path / "root" / "study_toy" / "seed0").exists()
+    bad = _study_sh(tmp_path, "--restor")
+    assert bad.returncode == 2 and "unknown option '--restor'" in bad.stderr and "--no-restore" in bad.stderr
