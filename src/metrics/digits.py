@@ -2,21 +2,25 @@
 
 Inception knows nothing of 8x8 grayscale digits, so IS and FID of digits GANs use this classifier
 instead: IS from its softmax over the 10 classes (at most 10), FID/KID on its 64-unit penultimate
-layer. It is trained once (fixed split and seed, one CPU thread: the same weights on every machine),
-stored under the cache dir and reused; its held-out accuracy is printed and recorded in the protocol.
+layer. Its weights ship with the package (`digits_classifier_v1.pt`, 72 KB, pinned by SHIPPED_SHA256)
+rather than being trained on first use: training is deterministic on one machine, but two machines'
+CPU kernels round differently (two 2-core machines of this project gave different weights from the
+same code), and a study that spans machines must score every job with the same feature network.
+`train_digits_classifier` is how the shipped file was made (full-batch Adam, fixed split and seed);
+its held-out accuracy is printed and recorded in the protocol.
 """
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..data.datamodule import default_cache_dir
 from ..data.digits import DATASET
 from .inception import sha256_file
 
 VERSION = 1
 HIDDEN, FEATURES = 128, 64
+SHIPPED = Path(__file__).with_name(f"digits_classifier_v{VERSION}.pt")
+SHIPPED_SHA256 = "443eda8bff3fcc6aea963f1fce9ed42670bd1f642a252b58930d3195b6936bb8"
 
 
 class DigitsMLP(nn.Module):
@@ -51,7 +55,7 @@ def train_digits_classifier(seed: int = 0, epochs: int = 400) -> tuple[dict, flo
                                            stratify=labels.numpy())
     x, y = _inputs(images), labels
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # reductions in a fixed order: bit-identical weights across machines
+    torch.set_num_threads(1)  # reductions in a fixed order: the same weights on every run of one machine
     # fork_rng: training the classifier (on a cold cache, inside a run's check_ready) must not reseed the run's
     # global RNG, or a run's networks would depend on whether the classifier was already cached
     with torch.random.fork_rng():
@@ -71,36 +75,31 @@ def train_digits_classifier(seed: int = 0, epochs: int = 400) -> tuple[dict, flo
     return net.state_dict(), acc, len(idx_test)
 
 
-def classifier_path() -> Path:
-    return default_cache_dir() / DATASET.name / f"classifier-v{VERSION}.pt"
+def save_classifier(state: dict, test_accuracy: float, n_test: int, path: Path) -> None:
+    """The file layout `load_classifier` reads (how SHIPPED was written, from train_digits_classifier())."""
+    torch.save({"state_dict": state, "test_accuracy": test_accuracy, "n_test": n_test, "version": VERSION}, path)
 
 
-def load_or_train(path: Path | None = None, verbose: bool = True) -> tuple[DigitsMLP, dict, Path]:
-    path = Path(path) if path else classifier_path()
-    blob = None
-    if path.is_file():
-        try:
-            blob = torch.load(path, weights_only=True)
-        except Exception:
-            blob = None  # a corrupt file is retrained below
-    trained = blob is None
-    if trained:
-        state, acc, n_test = train_digits_classifier()
-        blob = {"state_dict": state, "test_accuracy": acc, "n_test": n_test, "version": VERSION}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(blob, tmp)
-            os.replace(tmp, path)
-        except OSError:
-            pass  # an unwritable cache only costs retraining next time
+def load_classifier(path: Path | None = None, verbose: bool = True) -> tuple[DigitsMLP, dict, Path]:
+    """The shipped classifier (checked against its pinned hash), or the one saved at `path`."""
+    path = Path(path) if path else SHIPPED
+    if path == SHIPPED:
+        if not path.is_file():
+            raise FileNotFoundError(f"the digits classifier {path} is missing from the package; restore it with "
+                                    f"`git checkout -- {path.name}` (or reinstall)")
+        digest = sha256_file(path)
+        if digest != SHIPPED_SHA256:
+            raise RuntimeError(f"the digits classifier {path} has sha256 {digest[:12]}, not the pinned "
+                               f"{SHIPPED_SHA256[:12]}: every digits score depends on it; restore it with "
+                               f"`git checkout -- {path.name}`")
+    blob = torch.load(path, weights_only=True)
     net = DigitsMLP()
     net.load_state_dict(blob["state_dict"])
     net.eval()
     info = {"test_accuracy": float(blob["test_accuracy"]), "n_test": int(blob["n_test"])}
     if verbose:
         print(f"digits classifier: test accuracy {info['test_accuracy']:.1%} on {info['n_test']} held-out digits "
-              f"({'trained now, ' if trained else ''}{path})", flush=True)
+              f"({path})", flush=True)
     return net, info, path
 
 
@@ -113,8 +112,8 @@ class DigitsFeatures:
     cache_subdir = DATASET.name  # real statistics under $GANLAB_CACHE/<dataset>
 
     def __init__(self, device: str | torch.device = "cpu", batch_size: int = 1000, path: Path | None = None):
-        self.net, self.info, self.weights_path = load_or_train(path)
-        self.weights_sha256 = sha256_file(self.weights_path) if self.weights_path.is_file() else "untracked"
+        self.net, self.info, self.weights_path = load_classifier(path)
+        self.weights_sha256 = sha256_file(self.weights_path)
         self.device, self.batch_size = torch.device(device), int(batch_size)
         self.net.to(self.device)
 
@@ -132,4 +131,5 @@ class DigitsFeatures:
         return h.float().cpu(), self.net.head(h).float().cpu()
 
 
-__all__ = ["DigitsFeatures", "DigitsMLP", "train_digits_classifier", "load_or_train", "classifier_path"]
+__all__ = ["DigitsFeatures", "DigitsMLP", "train_digits_classifier", "load_classifier", "save_classifier", "SHIPPED",
+           "SHIPPED_SHA256"]
