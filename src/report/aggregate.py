@@ -196,11 +196,22 @@ def build_group(data: str, runs: list[Run], metric_spec: str = "auto") -> Group:
             timing[(r.method, r.n_dis)].append(r.sec_per_step)
     g.timing = {k: Stat.of(v) for k, v in timing.items()}
 
-    protocols = Counter(json.dumps(r.eval_protocol, sort_keys=True) for r in runs if r.status == "completed" and r.eval_protocol)
+    protocols = Counter(json.dumps(protocol_of(r), sort_keys=True) for r in runs if r.status == "completed" and r.eval_protocol)
     g.protocols = [(json.loads(p), n) for p, n in protocols.most_common()]
     if len(g.protocols) > 1:
         notes.append("runs were scored under different evaluation protocols: their numbers are not comparable")
     return g
+
+
+# eval_protocol entries that say how long scoring took or where its files sat on the machine that ran it,
+# not what was measured (the feature network is identified by weights_sha256): two runs differing only in
+# these were scored alike
+NOT_PROTOCOL = ("periodic_eval_sec", "weights_path", "real_stats_cache")
+
+
+def protocol_of(run: Run) -> dict:
+    """The part of a run's eval_protocol that decides whether its scores compare with another run's."""
+    return {k: v for k, v in run.eval_protocol.items() if k not in NOT_PROTOCOL}
 
 
 def _best_row(g: Group, method: str) -> dict:

@@ -278,3 +278,21 @@ def test_interrupted_and_running_runs_are_counted_as_such_not_as_results(tmp_pat
     cells = {(r["method"], r["setting"], r["metric"]): r for r in read_csv(out / "cells.csv")}
     assert cells[("sn", "A", "fid")]["n"] == "1"  # only the completed run scores
     assert "1 interrupted" in (out / "report.md").read_text()
+
+
+def test_runs_scored_alike_but_timed_and_stored_differently_share_one_protocol(tmp_path):
+    """How long scoring took and where the classifier file sat are not the protocol; its weights' hash is."""
+    base = {**PROTOCOL, "weights_sha256": "443e"}
+    jobs = [("sn", "A", 0, {**base, "periodic_eval_sec": 38.6, "weights_path": "/root/.cache/a.pt", "real_stats_cache": "/x"}),
+            ("sn", "A", 1, {**base, "periodic_eval_sec": 44.1, "weights_path": "/repo/src/b.pt", "real_stats_cache": "/y"})]
+    for i, (reg, optim, seed, protocol) in enumerate(jobs):
+        write_job(tmp_path / "s" / str(i), [f"regularizer={reg}", f"seed={seed}"],
+                  {**summary(reg, optim, seed, fid=30.0 + i, is_mean=7.0, sec=0.1), "eval_protocol": protocol})
+    md = build_report([tmp_path / "s"], tmp_path / "r1")["markdown"].read_text()
+    assert "different evaluation protocols" not in md and "— 2 run(s)" in md and "periodic_eval_sec" not in md
+    # another feature network is another protocol
+    summ = json.loads((tmp_path / "s" / "1" / "summary.json").read_text())
+    summ["eval_protocol"]["weights_sha256"] = "c7f6"
+    (tmp_path / "s" / "1" / "summary.json").write_text(json.dumps(summ))
+    md = build_report([tmp_path / "s"], tmp_path / "r2")["markdown"].read_text()
+    assert "runs were scored under different evaluation protocols" in md and "weights_sha256=c7f6" in md
