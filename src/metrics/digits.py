@@ -56,8 +56,8 @@ def train_digits_classifier(seed: int = 0, epochs: int = 400) -> tuple[dict, flo
     x, y = _inputs(images), labels
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # reductions in a fixed order: the same weights on every run of one machine
-    # fork_rng: training the classifier (on a cold cache, inside a run's check_ready) must not reseed the run's
-    # global RNG, or a run's networks would depend on whether the classifier was already cached
+    # fork_rng: training the classifier must not reseed its caller's global RNG (a run that trained one would get
+    # other networks than a run that did not)
     with torch.random.fork_rng():
         try:
             torch.manual_seed(seed)
