@@ -47,7 +47,7 @@ if [ "$restore" -eq 1 ] && [ -d "${published}/runs" ]; then
   while IFS= read -r -d '' summary; do
     job="$(dirname "$summary")"; rel="${job#"${published}/runs/"}"
     [ -e "${root}/${rel}/summary.json" ] && continue             # what ran here wins
-    grep -Eq '^  "status": "completed",?$' "$summary" || continue   # unfinished: runs again
+    grep -Eq '^  "status": "completed",?$' "$summary" || continue   # unfinished: runs again (src/summary.py writes indent=2)
     for f in summary.json .hydra/overrides.yaml .hydra/config.yaml; do
       [ -f "${job}/${f}" ] && install -D -m 644 "${job}/${f}" "${root}/${rel}/${f}"
     done

@@ -287,7 +287,7 @@ def test_digits_classifier_ships_pinned_and_matches_its_recorded_accuracy(tmp_pa
     from sklearn.model_selection import train_test_split
 
     from src.data.digits import load_digits_images
-    from src.metrics.digits import SHIPPED, SHIPPED_SHA256, DigitsFeatures, _inputs, train_digits_classifier
+    from src.metrics.digits import SHIPPED, SHIPPED_SHA256, DigitsFeatures, train_digits_classifier
 
     assert hashlib.sha256(SHIPPED.read_bytes()).hexdigest() == SHIPPED_SHA256
     features = DigitsFeatures()
