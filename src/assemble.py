@@ -190,13 +190,16 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=(), guard=None
     timer = StepTimer()
     checkpoints = GeneratorStepCheckpoint(n_dis, cfg.checkpoint.every, dirpath=run_dir / "checkpoints", save_top_k=-1, save_last=True)
     callbacks = [
-        StopAtStepBoundary(guard or InterruptGuard(), checkpoints.last_path),
         checkpoints,
         SampleSnapshots(run_dir / "samples", every=cfg.samples.every),
         LossCurves(run_dir / "loss_curves.png", title=f"{method_fields(cfg)['method']} / {cfg.loss.name} / {cfg.optim.name}"),
         timer,
         *extra_callbacks,
         *[instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and c.get("_target_")],
+        # after every other callback's end of step (Lightning runs ModelCheckpoint last of all): the
+        # checkpoint a signal causes holds that step's scores and measurements, as a periodic one does, and the
+        # global RNG state after them (evaluations draw from it), so the resumed run continues exactly
+        StopAtStepBoundary(guard or InterruptGuard(), checkpoints.last_path),
     ]
     logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else False
     if logger and hasattr(logger, "resume_at"):

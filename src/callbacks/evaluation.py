@@ -38,6 +38,14 @@ class EvaluationCallback(L.Callback):
     def on_train_end(self, trainer, module) -> None:
         self._run(trainer, module, periodic=False)
 
+    # the scores taken so far travel in checkpoints, so a resumed run's summary holds the whole curve
+    def state_dict(self) -> dict:
+        return {"history": list(self.evaluator.history), "periodic_seconds": self.evaluator.periodic_seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.evaluator.history = list(state_dict.get("history", []))
+        self.evaluator.periodic_seconds = float(state_dict.get("periodic_seconds", 0.0))
+
 
 class ToyEvaluationCallback(L.Callback):
     """Scores the generator every ``evaluator.every`` generator updates and logs ``eval/<measure>`` at the

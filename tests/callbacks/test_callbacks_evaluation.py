@@ -41,3 +41,45 @@ def test_periodic_scores_and_the_final_one_each_once(tmp_path, monkeypatch):
     assert len(calls) == 3
     assert [h["step"] for h in summary["metrics_history"]] == [1, 2, 3]
     assert {k: summary["metrics_history"][-1][k] for k in summary["metrics"]} == summary["metrics"]
+
+
+def test_a_run_stopped_at_a_scoring_step_resumes_with_its_whole_learning_curve(tmp_path):
+    """SIGTERM inside step 4 with scores every 2 steps: the checkpoint taken at the end of step 4 holds the
+    scores of steps 2 and 4, and the resumed run's curve, final scores and weights are the uninterrupted
+    run's. (The evaluation draws its noise from the global RNG, as do WGAN-GP's interpolation points, so a
+    checkpoint taken before step 4's scoring would also change the training after it.)"""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from tests.helpers import KILLER, REPO, assert_same_checkpoint
+
+    args = [*DIGITS, "steps=6", "metrics.every=2", "regularizer=wgan_gp", "optim=A", "trainer.enable_progress_bar=false"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+    def train(run_dir, signal_at=None):
+        cmd = [sys.executable, "-m", "src.train"] if signal_at is None else [sys.executable, "-c", KILLER]
+        extra = {} if signal_at is None else {"KILL_AT_STEP": str(signal_at), "KILL_SIGNAL": "SIGTERM"}
+        return subprocess.run([*cmd, *args, f"hydra.run.dir={run_dir}"], cwd=REPO, env={**env, **extra},
+                              capture_output=True, text=True, timeout=600)
+
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert train(straight).returncode == 0
+    proc = train(stopped, signal_at=3)  # arrives inside step 4: the run stops at its end
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    first = json.loads((stopped / "summary.json").read_text())
+    assert first["status"] == "interrupted" and first["steps"] == 4
+    assert train(stopped).returncode == 0
+
+    whole, resumed = (json.loads((d / "summary.json").read_text()) for d in (straight, stopped))
+    assert resumed["timing"]["segments"] == 2
+    assert [h["step"] for h in resumed["metrics_history"]] == [2, 4, 6]
+    assert resumed["metrics_history"] == whole["metrics_history"]
+    assert resumed["metrics"] == whole["metrics"]
+    # the scoring time of the first segment travels too (the second has no periodic scoring: step 6 is the end)
+    assert resumed["eval_protocol"]["periodic_eval_sec"] > 0
+    a, b = (torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True) for d in (straight, stopped))
+    assert_same_checkpoint(a, b)
