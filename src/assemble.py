@@ -197,8 +197,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=(), guard=None
         *extra_callbacks,
         *[instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and c.get("_target_")],
         # after every other callback's end of step (Lightning runs ModelCheckpoint last of all): the
-        # checkpoint a signal causes holds that step's scores and measurements, as a periodic one does, and the
-        # global RNG state after them (evaluations draw from it), so the resumed run continues exactly
+        # checkpoint a signal causes holds that step's scores and measurements, as a periodic one does
         StopAtStepBoundary(guard or InterruptGuard(), checkpoints.last_path),
     ]
     logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else False

@@ -30,6 +30,14 @@ class EvaluationCallback(L.Callback):
             log.info("generator step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         return metrics
 
+    def on_train_start(self, trainer, module) -> None:
+        # a run continued with a larger steps= resumes from the checkpoint of its old last step, saved before
+        # that step's final score: score the restored G there (the same G, the same fixed noise), or the
+        # curve would have a gap
+        every, step = self.evaluator.every, module.g_step
+        if every and step % every == 0 and 0 < step < module.steps and not any(h["step"] == step for h in self.evaluator.history):
+            self._run(trainer, module, periodic=True)
+
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         every, step = self.evaluator.every, module.g_step
         if every and step % every == 0 and 0 < step < module.steps:  # same condition on every rank

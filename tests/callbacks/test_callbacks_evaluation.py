@@ -46,8 +46,7 @@ def test_periodic_scores_and_the_final_one_each_once(tmp_path, monkeypatch):
 def test_a_run_stopped_at_a_scoring_step_resumes_with_its_whole_learning_curve(tmp_path):
     """SIGTERM inside step 4 with scores every 2 steps: the checkpoint taken at the end of step 4 holds the
     scores of steps 2 and 4, and the resumed run's curve, final scores and weights are the uninterrupted
-    run's. (The evaluation draws its noise from the global RNG, as do WGAN-GP's interpolation points, so a
-    checkpoint taken before step 4's scoring would also change the training after it.)"""
+    run's (WGAN-GP: its interpolation points come from the global RNG, which the checkpoint carries)."""
     import json
     import os
     import subprocess
@@ -82,4 +81,27 @@ def test_a_run_stopped_at_a_scoring_step_resumes_with_its_whole_learning_curve(t
     # the scoring time of the first segment travels too (the second has no periodic scoring: step 6 is the end)
     assert resumed["eval_protocol"]["periodic_eval_sec"] > 0
     a, b = (torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True) for d in (straight, stopped))
+    assert_same_checkpoint(a, b)
+
+
+def test_a_finished_run_continued_with_more_steps_matches_a_longer_run(tmp_path):
+    """steps=4 then the same run dir with steps=6: the continuation resumes from step 4's checkpoint (saved
+    before step 4's final score), scores step 4 again from the restored generator, and ends with the
+    curve, scores and weights of one 6-step run."""
+    import torch
+
+    from tests.helpers import assert_same_checkpoint
+
+    args = [*DIGITS, "metrics.every=2", "regularizer=sn", "checkpoint.every=2"]
+    short = train_in_process([*args, "steps=4"], tmp_path / "continued")
+    assert short["status"] == "completed", short["error"]
+    continued = train_in_process([*args, "steps=6"], tmp_path / "continued")
+    straight = train_in_process([*args, "steps=6"], tmp_path / "straight")
+    assert continued["status"] == straight["status"] == "completed"
+    assert [h["step"] for h in continued["metrics_history"]] == [2, 4, 6]
+    assert continued["metrics_history"] == straight["metrics_history"]
+    assert continued["metrics_history"][1] == {"step": 4, **short["metrics"]}  # step 4 scored twice, alike
+    assert continued["metrics"] == straight["metrics"]
+    a, b = (torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+            for d in (tmp_path / "straight", tmp_path / "continued"))
     assert_same_checkpoint(a, b)
