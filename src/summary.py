@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 SCHEMA_VERSION = 1
 
@@ -11,8 +12,10 @@ SCHEMA_VERSION = 1
 def base_summary(cfg: DictConfig) -> dict:
     """The summary of a run that has not finished yet (status "failed" until proven otherwise)."""
     def get(path, default=None):
-        value = OmegaConf.select(cfg, path, default=default, throw_on_missing=False)
-        return value
+        try:
+            return OmegaConf.select(cfg, path, default=default, throw_on_missing=False)
+        except InterpolationResolutionError:  # validation reports it (src/validation.py: check_resolves)
+            return default
 
     return {
         "status": "failed",

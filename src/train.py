@@ -301,7 +301,7 @@ def _already_done(previous: dict | None, cfg: DictConfig) -> bool:
         return False
     wanted = base_summary(cfg)
     keys = ("method", "regularizer", "penalty", "loss", "optim", "lr", "beta1", "beta2", "n_dis", "arch", "data", "seed")
-    return all(previous.get(k) == wanted.get(k) for k in keys) and previous.get("steps") == cfg.steps
+    return all(previous.get(k) == wanted.get(k) for k in keys) and previous.get("steps") == wanted["steps_planned"]
 
 
 def _timing(timer) -> dict:

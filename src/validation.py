@@ -33,7 +33,29 @@ def _number(cfg, path: str, integer: bool = False, positive: bool = True, low=No
     return value
 
 
+def check_resolves(cfg: DictConfig) -> None:
+    """Every ``${...}`` of the composed config resolves: a preset's interpolation that the chosen options do not
+    fit (``experiment=study_digits`` looks its steps up by the optim setting's name) is the user's mistake."""
+    from omegaconf.errors import InterpolationResolutionError
+
+    try:
+        for key in cfg:
+            if key != "hydra":  # Hydra's own node (present when composed with it) resolves only inside a job
+                value = cfg[key]  # resolves a value; a group is resolved whole below
+                if OmegaConf.is_config(value):
+                    OmegaConf.to_container(value, resolve=True)
+    except InterpolationResolutionError as exc:
+        key = getattr(exc, "full_key", None) or "a config value"
+        raw = OmegaConf.to_container(cfg, resolve=False)
+        for part in str(key).split("."):
+            raw = raw.get(part) if isinstance(raw, dict) else None
+        shown = f"{key}={raw}" if isinstance(raw, str) else str(key)
+        raise ConfigError(f"{shown} does not resolve ({str(exc).splitlines()[0]}); "
+                          f"choose options it knows or set {key}= on the command line") from None
+
+
 def validate(cfg: DictConfig) -> None:
+    check_resolves(cfg)
     _number(cfg, "steps", integer=True)
     _number(cfg, "seed", integer=True, positive=False, low=0, high=SEED_MAX)
     _number(cfg, "data.batch_size", integer=True)

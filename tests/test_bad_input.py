@@ -110,3 +110,18 @@ def test_invalid_value_in_a_sweep_fails_only_that_job(cli, tmp_path):
     first, second = (json.loads((sweep / str(i) / "summary.json").read_text()) for i in (0, 1))
     assert first["status"] == "completed"
     assert second["status"] == "failed" and "optim.lr=-1" in second["error"]
+
+
+def test_a_preset_interpolation_the_options_do_not_fit_is_a_one_line_error(cli, tmp_path):
+    # experiment=study_digits looks its length up by the optim setting's name: A-F only
+    result = cli("src.train", "experiment=study_digits", "optim=toy", run_dir=tmp_path / "run")
+    assert_user_error(result, "steps=${steps_by_setting.${optim.name}}", "steps_by_setting.toy", "steps=")
+    assert result.returncode == 2
+
+
+def test_the_study_preset_gives_each_setting_its_length(tmp_path):
+    from tests.helpers import compose_config
+
+    steps = {o: compose_config(["experiment=study_digits", f"optim={o}"], tmp_path / o).steps for o in "ABCDEF"}
+    assert steps == {"A": 2000, "B": 5000, "C": 5000, "D": 2000, "E": 2000, "F": 2000}
+    assert compose_config(["experiment=study_digits", "optim=C", "steps=300"], tmp_path / "x").steps == 300
