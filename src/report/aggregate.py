@@ -85,7 +85,7 @@ def _label_methods(runs: list[Run]) -> None:
         losses[base_method(r)].add(r.loss)
     keys = sorted({k for r in runs for k in r.extra})
     varying = [k for k in keys if len({r.extra.get(k) for r in runs}) > 1]
-    steps_vary = len({r.steps_planned for r in runs} - {None}) > 1  # None: a job that left no record of it
+    steps_vary = _steps_vary_within_a_setting(runs)
     for r in runs:
         label = base_method(r)
         if len(losses[label]) > 1:
@@ -100,18 +100,29 @@ def _label_methods(runs: list[Run]) -> None:
         r.method = label
 
 
+def _steps_vary_within_a_setting(runs: list[Run]) -> bool:
+    """Whether one setting holds runs of different lengths (None: a job that left no record of it). A length
+    per setting (a study's ``steps_by_setting``) labels the settings instead; lengths that differ inside a
+    setting label the methods, so runs of different lengths never share a cell."""
+    lengths = defaultdict(set)
+    for r in runs:
+        lengths[r.optim].add(r.steps_planned)
+    return any(len(v - {None}) > 1 for v in lengths.values())
+
+
 def _label_settings(runs: list[Run]) -> None:
     fields = ("lr", "beta1", "beta2", "n_dis")
     by_name = defaultdict(set)
     for r in runs:
         by_name[r.optim].add(tuple(getattr(r, f) for f in fields))
+    steps_label = len({r.steps_planned for r in runs} - {None}) > 1 and not _steps_vary_within_a_setting(runs)
     for r in runs:
         variants = by_name[r.optim]
         differing = [f for i, f in enumerate(fields) if len({v[i] for v in variants} - {None}) > 1]
-        label = str(r.optim)
-        if differing:
-            label += " (" + ", ".join(f"{f}={_fmt_num(getattr(r, f))}" for f in differing) + ")"
-        r.setting = label
+        quals = [f"{f}={_fmt_num(getattr(r, f))}" for f in differing]
+        if steps_label and r.steps_planned is not None:
+            quals.append(f"steps={r.steps_planned}")
+        r.setting = str(r.optim) + (f" ({', '.join(quals)})" if quals else "")
 
 
 def _none_last(v):

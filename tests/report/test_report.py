@@ -296,3 +296,20 @@ def test_runs_scored_alike_but_timed_and_stored_differently_share_one_protocol(t
     (tmp_path / "s" / "1" / "summary.json").write_text(json.dumps(summ))
     md = build_report([tmp_path / "s"], tmp_path / "r2")["markdown"].read_text()
     assert "runs were scored under different evaluation protocols" in md and "weights_sha256=c7f6" in md
+
+
+def test_a_length_per_setting_labels_the_settings_and_mixed_lengths_split_the_methods():
+    def run(reg, optim, steps, fid):
+        r = toy_run(reg, optim, 0, 8, 0.1)
+        r.steps_planned, r.metrics = steps, {"fid": fid}
+        return r
+
+    runs = [run("sn", "A", 2000, 5.0), run("wgan_gp", "A", 2000, 4.0), run("sn", "B", 5000, 9.0), run("wgan_gp", "B", 5000, 600.0)]
+    (g,) = build_groups(runs, "fid")
+    assert g.methods == ["sn", "wgan_gp"]  # one row per method across settings of different lengths
+    assert g.settings == ["A (steps=2000)", "B (steps=5000)"]
+    assert {b["method"]: b["best_setting"] for b in g.best} == {"sn": "A (steps=2000)", "wgan_gp": "A (steps=2000)"}
+    # a setting caught halfway through a lengthening (some of B's jobs at 2,000 still): never one cell
+    (g,) = build_groups([*runs, run("r1", "B", 2000, 30.0), run("r1", "A", 2000, 3.0)], "fid")
+    assert g.settings == ["A", "B"]
+    assert "r1 (steps=2000)" in g.methods and "sn (steps=5000)" in g.methods and "sn (steps=2000)" in g.methods
