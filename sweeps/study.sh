@@ -7,6 +7,7 @@
 #   sweeps/study.sh toy|digits --publish    # also copy report, curves, summaries and overrides to docs/results/study_<task>/
 #   sweeps/study.sh toy|digits --report     # only rebuild the report from what has run so far (then --publish if given)
 #   sweeps/study.sh toy|digits --no-restore # run every job here, ignoring the published records (see below)
+#   sweeps/study.sh toy|digits --status     # where it stands: jobs done per seed and setting, running, time left
 #
 # A study spans sessions on machines that keep nothing but the repository: before anything else, every job
 # that docs/results/study_<task>/runs/ records as completed and that the study root has no summary of gets its
@@ -26,13 +27,14 @@ esac
 # the write-up's convergence figure: a few methods at setting C (report/curves_C/)
 few="none,sn,sn_gram,bjorck,r2,wgan_gp,weight_clip,sn+r1"
 shift
-run=1; publish=0; restore=1
+run=1; publish=0; restore=1; status=0
 for arg in "$@"; do
   case "$arg" in
+    --status) status=1 ;;
     --publish) publish=1 ;;
     --report) run=0 ;;
     --no-restore) restore=0 ;;
-    *) echo "error: unknown option '${arg}'; valid: --report, --publish, --no-restore" >&2; exit 2 ;;
+    *) echo "error: unknown option '${arg}'; valid: --report, --publish, --no-restore, --status" >&2; exit 2 ;;
   esac
 done
 if [ -z "${PYTHON:-}" ]; then
@@ -40,6 +42,12 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 root="${STUDY_ROOT:-multirun}/study_${task}"
 published="${RESULTS_DIR:-docs/results}/study_${task}"
+if [ "$status" -eq 1 ]; then  # reads only: safe beside a running study
+  where="$root"; [ ! -d "$where" ] && [ -d "${published}/runs" ] && where="${published}/runs"  # nothing run here: the committed jobs
+  # shellcheck disable=SC2086
+  exec "$PYTHON" -m src.report.progress "$where" --experiment "study_${task}" "study_${task}_pairs" \
+    --seeds ${SEEDS:-0 1 2} --n-jobs "${N_JOBS:-2}"
+fi
 mkdir -p "$root"
 rc=0
 if [ "$restore" -eq 1 ] && [ -d "${published}/runs" ]; then

@@ -63,7 +63,7 @@ def _number(value):
     return value if math.isfinite(value) else None
 
 
-def _read_overrides(run_dir: Path) -> list[str]:
+def read_overrides(run_dir: Path) -> list[str]:
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return []
@@ -97,12 +97,12 @@ def _from_summary(s: dict, path: str, run_dir: Path) -> Run:
         metrics={k: v for k, v in metrics.items() if v is not None},
         eval_protocol=s.get("eval_protocol") or {},
         sec_per_step=_number(timing.get("sec_per_step")), total_sec=_number(timing.get("total_sec")),
-        error=s.get("error"), extra=_extra(_read_overrides(run_dir)))
+        error=s.get("error"), extra=_extra(read_overrides(run_dir)))
 
 
 def _from_job_config(run_dir: Path, path: str) -> Run:
     """A job without summary.json: what it was meant to run, from the config Hydra saved."""
-    run = Run(path=path, status="missing", extra=_extra(_read_overrides(run_dir)))
+    run = Run(path=path, status="missing", extra=_extra(read_overrides(run_dir)))
     try:
         cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     except Exception:
@@ -160,7 +160,7 @@ def collect(dirs: list[Path]) -> Collection:
 def _sweep_status(sweep_dir: Path, job_dirs: set) -> dict:
     info = read_multirun(sweep_dir) or {}
     mine = [d for d in job_dirs if sweep_dir in d.parents]
-    found = {_job_key(_read_overrides(d)) for d in mine}
+    found = {_job_key(read_overrides(d)) for d in mine}
     missing = []
     values = info.get("values")
     if values and info.get("expected_jobs") is not None:
