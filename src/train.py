@@ -211,6 +211,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, summary: dict, guard) -> dict:
         if writer and not config_saved:
             _save_run_config(cfg, run_dir)
         started = True
+        summary["provenance"] = _provenance(previous, resume_step)
         _write(trainer, run_dir, dict(summary, status="running", steps=resume_step, error=None))
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
         if guard.signum is not None:  # arrived after the last step's boundary: last.ckpt is final
@@ -302,6 +303,14 @@ def _already_done(previous: dict | None, cfg: DictConfig) -> bool:
     wanted = base_summary(cfg)
     keys = ("method", "regularizer", "penalty", "loss", "optim", "lr", "beta1", "beta2", "n_dis", "arch", "data", "seed")
     return all(previous.get(k) == wanted.get(k) for k in keys) and previous.get("steps") == wanted["steps_planned"]
+
+
+def _provenance(previous: dict | None, resume_step: int) -> list[dict]:
+    """The earlier segments' records (a resumed run) and this one's."""
+    from .provenance import describe
+
+    earlier = (previous or {}).get("provenance") if resume_step > 0 else None
+    return [*(earlier if isinstance(earlier, list) else []), describe(resume_step)]
 
 
 def _timing(timer) -> dict:

@@ -53,6 +53,14 @@ def test_sigkill_then_resume_matches_uninterrupted_run_bit_for_bit(tmp_path, ext
     assert_same_checkpoint(a, b)
     assert a["lr_schedulers"] == b["lr_schedulers"]
 
+    # the record says what each segment ran on: the straight run one segment, the resumed one two
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    one = json.loads((straight / "summary.json").read_text())["provenance"]
+    two = json.loads((killed / "summary.json").read_text())["provenance"]
+    assert [p["from_step"] for p in one] == [0] and [p["from_step"] for p in two] == [0, 40]
+    assert {p["commit"] for p in one + two} == {head or None}
+    assert {p["torch"] for p in one + two} == {torch.__version__}
+
 
 def test_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
