@@ -51,4 +51,7 @@ def describe(from_step: int) -> dict:
             **code_version(),
             "python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__,
             "cpu": processor(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            # the vector instructions ATen's CPU kernels dispatch to (AVX2, AVX512, ...): kernels of another width
+            # sum in another order, so the same seed takes another trajectory
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "accelerator": accelerator}

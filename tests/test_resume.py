@@ -60,6 +60,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run_bit_for_bit(tmp_path, ext
     assert [p["from_step"] for p in one] == [0] and [p["from_step"] for p in two] == [0, 40]
     assert {p["commit"] for p in one + two} == {head or None}
     assert {p["torch"] for p in one + two} == {torch.__version__}
+    assert {p["cpu_capability"] for p in one + two} == {torch.backends.cpu.get_cpu_capability()}
 
 
 def test_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
