@@ -79,6 +79,29 @@ class RunDirLock:
         self.release()
 
 
+def live_holder(run_dir: Path) -> dict | None:
+    """Who holds the run directory, if a live process on this host does (its lock file's host, pid, start).
+
+    Reads the lock file and asks the kernel whether that pid exists; it never takes the lock, since even a
+    shared lock held for a moment could make a job starting then refuse its directory. A lock file left by
+    a killed process (or truncated by a released lock) names no live process: None.
+    """
+    try:
+        holder = json.loads((Path(run_dir) / LOCK_NAME).read_text() or "{}")
+    except (OSError, ValueError):
+        return None
+    pid = holder.get("pid") if isinstance(holder, dict) else None
+    if not isinstance(pid, int) or holder.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return holder
+
+
 def _read(fd: int) -> dict:
     try:
         text = os.pread(fd, 4096, 0).decode(errors="replace").strip()

@@ -10,6 +10,7 @@ the signal handling (src/callbacks/interrupt.py), the checks that a resumed chec
 run, and one-line errors for everything a user or the machine can get wrong.
 """
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -346,6 +347,50 @@ def _one_log_handler() -> None:
 
 
 EXIT_CODES = {"user": 2, "internal": 1, "environment": 1}
+# How long an interrupted job of a parallel sweep waits for the jobs beside it to reach their step's end
+# (a generator step, a periodic evaluation and a checkpoint; a scheduler's SIGKILL follows SIGTERM after its
+# own grace, 30 s by default on SLURM, and cuts this short)
+SIBLING_GRACE_S = 60.0
+
+
+def wait_for_stopping_siblings(sweep_dir: Path, run_dir: Path, timeout: float = SIBLING_GRACE_S) -> list[str]:
+    """Before an interrupted job's exit: wait until no other job of its sweep still trains in this launch.
+
+    Under a parallel launcher (joblib) the first job to stop ends its task with the exit below, and the pool
+    then ends every other worker at once, wherever it is: a job that got the same signal but was one step
+    from its checkpoint lost it (or its summary). So wait, bounded, while a job dir beside this one is held
+    by a live process of this launch (same process group: the pool's workers; a sequential sweep has none).
+    Returns the jobs still running when it gave up.
+    """
+    import time
+
+    from .run_lock import live_holder
+
+    group = os.getpgid(0)
+
+    def running() -> list[str]:
+        out = []
+        for job in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir() and p != run_dir):
+            holder = live_holder(job)
+            try:
+                if holder and os.getpgid(holder["pid"]) == group:
+                    out.append(job.name)
+            except (ProcessLookupError, PermissionError):
+                pass
+        return out
+
+    deadline = time.monotonic() + timeout
+    others = running()
+    if others:
+        log.warning("waiting up to %.0f s for job(s) %s of this sweep to stop at their step's end", timeout, ", ".join(others))
+    while others and time.monotonic() < deadline:
+        time.sleep(0.2)
+        others = running()
+    if others:
+        log.warning("job(s) %s still running after %.0f s; exiting (they resume from their last checkpoint)",
+                    ", ".join(others), timeout)
+    return others
+
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -364,6 +409,8 @@ def main(cfg: DictConfig):
         # same command (with the same hydra.sweep.dir) resumes this job and runs the ones after it
         where = f" (sweep dir: {HydraConfig.get().sweep.dir})" if multirun else ""
         print(f"interrupted: {summary['error']}{where}; run dir: {run_dir}", file=sys.stderr)
+        if multirun:
+            wait_for_stopping_siblings(Path(HydraConfig.get().sweep.dir), run_dir)
         sys.exit(summary.get("exit_code", 130))
     if status in ("failed", "refused"):
         print(f"error: {summary['error']}", file=sys.stderr)

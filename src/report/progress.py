@@ -20,16 +20,14 @@ Process start-up (a few seconds a job) is not counted.
 import argparse
 import itertools
 import json
-import os
 import re
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ..run_lock import LOCK_NAME
+from ..run_lock import live_holder
 from .collect import read_overrides
 from .sweep import sweep_values
 
@@ -84,25 +82,6 @@ def compose_grid(experiment: str, seeds: list[str]) -> list[Job]:
     return jobs
 
 
-def _holder_alive(run_dir: Path) -> bool:
-    """Whether the process named in the run dir's lock file is alive on this host. The lock file is read,
-    never locked: taking even a shared lock for a moment could make a job starting then refuse its dir."""
-    try:
-        holder = json.loads((run_dir / LOCK_NAME).read_text() or "{}")
-    except (OSError, ValueError):
-        return False
-    pid = holder.get("pid")
-    if not isinstance(pid, int) or holder.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
-
-
 def _last_scored_step(run_dir: Path) -> int:
     try:
         text = (run_dir / "train.log").read_text(errors="replace")
@@ -146,13 +125,13 @@ def match(jobs: list[Job], root: Path) -> None:
             job.state = "diverged"
         elif status == "running":
             job.steps = max(job.steps, _last_scored_step(run_dir))
-            job.state = "running" if _holder_alive(run_dir) else "interrupted"
+            job.state = "running" if live_holder(run_dir) is not None else "interrupted"
         elif status == "interrupted":
             job.state = "interrupted"
         elif status in ("failed", "refused"):
             job.state = "failed"
         else:  # a job dir without a summary: starting now, or killed before it wrote one
-            job.state = "running" if _holder_alive(run_dir) else "interrupted"
+            job.state = "running" if live_holder(run_dir) is not None else "interrupted"
 
 
 def _method_key(job: Job) -> frozenset:

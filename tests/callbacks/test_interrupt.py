@@ -113,3 +113,34 @@ def test_sigterm_from_outside_as_a_scheduler_sends_it(tmp_path):
     s = summary(run)
     assert s["status"] == "interrupted" and 0 < s["steps"] < 5000
     assert last(run)["global_step"] == s["steps"] * (s["n_dis"] + 1)
+
+
+def test_a_parallel_sweep_stopped_by_sigterm_checkpoints_every_running_job(tmp_path):
+    """Two jobs at a time (joblib): both get SIGTERM. The first to stop used to end the pool, which killed the
+    other before its step's end (left "running", its checkpoint older or missing); now each job records
+    "interrupted" with a checkpoint at the step it stopped at."""
+    from src.run_lock import live_holder
+
+    sweep = tmp_path / "sweep"
+    args = ["-m", *ARGS, "steps=100000", "checkpoint.every=100000", "seed=0,1", "threads=1", "hydra/launcher=parallel",
+            f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen([sys.executable, "-m", "src.train", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    jobs = [sweep / "0", sweep / "1"]
+    deadline = time.time() + 300
+    while time.time() < deadline and not all((j / "summary.json").exists() and summary(j)["status"] == "running" for j in jobs):
+        time.sleep(0.2)
+    time.sleep(3)  # both are training
+    holders = [live_holder(j) for j in jobs]
+    assert all(holders), "both jobs should be running in their own worker"
+    os.kill(holders[0]["pid"], signal.SIGTERM)
+    time.sleep(2)  # the other one is slower to reach its step's end (as a step of a larger model is)
+    os.kill(holders[1]["pid"], signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-2000:]
+    while time.time() < deadline and any(live_holder(j) for j in jobs):  # the pool's workers end on their own
+        time.sleep(0.2)
+    for job in jobs:
+        s = summary(job)
+        assert s["status"] == "interrupted" and 0 < s["steps"] < 100000, (job, s["status"])
+        assert last(job)["global_step"] == s["steps"] * (s["n_dis"] + 1)
