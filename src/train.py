@@ -392,7 +392,6 @@ def wait_for_stopping_siblings(sweep_dir: Path, run_dir: Path, timeout: float = 
     return others
 
 
-
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
     _one_log_handler()

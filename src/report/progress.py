@@ -8,7 +8,8 @@ the method keys; each job records its overrides (``.hydra/overrides.yaml``) and 
 expected jobs are the product of each experiment's ``hydra.sweeper.params`` (the seed set to each of
 --seeds), composed from ``conf/`` as the sweep itself is, and a job is matched to them by its overrides,
 wherever it lies under the study root. A job counts as done when its summary says completed at the length
-its setting asks for now (a setting lengthened later makes its jobs "to extend") or diverged. A job whose
+its setting asks for now (a setting lengthened later makes its jobs "to extend") or diverged (a relaunch
+runs a diverged job again, since skip_completed skips completed ones only; its time is not in the estimate). A job whose
 summary says running is running while the process named in its run-dir lock is alive (src/run_lock.py),
 else it was killed and counts as interrupted; its step is the last one its train.log scored.
 
