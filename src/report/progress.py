@@ -124,14 +124,12 @@ def match(jobs: list[Job], root: Path) -> None:
             job.state = "done" if job.steps >= job.steps_planned else "to extend"
         elif status == "diverged":
             job.state = "diverged"
-        elif status == "running":
-            job.steps = max(job.steps, _last_scored_step(run_dir))
-            job.state = "running" if live_holder(run_dir) is not None else "interrupted"
         elif status == "interrupted":
             job.state = "interrupted"
         elif status in ("failed", "refused"):
             job.state = "failed"
-        else:  # a job dir without a summary: starting now, or killed before it wrote one
+        else:  # "running", or no summary yet (starting now): running while its lock's holder lives, else killed
+            job.steps = max(job.steps, _last_scored_step(run_dir))
             job.state = "running" if live_holder(run_dir) is not None else "interrupted"
 
 
