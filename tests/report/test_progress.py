@@ -54,7 +54,7 @@ def study(tmp_path, grid):
 def test_the_grid_is_the_experiments_sweep_with_its_lengths_per_setting(grid):
     assert len(grid) == 2 * 6 * 16
     steps = {j.setting: j.steps_planned for j in grid}
-    assert steps == {"A": 2000, "B": 5000, "C": 5000, "D": 2000, "E": 2000, "F": 2000}  # steps_by_setting
+    assert steps == {"A": 2000, "B": 5000, "C": 5000, "D": 2000, "E": 2000, "F": 4000}  # steps_by_setting
     assert {j.setting: j.n_dis for j in grid} == {"A": 5, "B": 1, "C": 1, "D": 5, "E": 5, "F": 5}
 
 
