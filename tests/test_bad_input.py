@@ -123,5 +123,5 @@ def test_the_study_preset_gives_each_setting_its_length(tmp_path):
     from tests.helpers import compose_config
 
     steps = {o: compose_config(["experiment=study_digits", f"optim={o}"], tmp_path / o).steps for o in "ABCDEF"}
-    assert steps == {"A": 2000, "B": 5000, "C": 5000, "D": 2000, "E": 2000, "F": 2000}
+    assert steps == {"A": 2000, "B": 5000, "C": 5000, "D": 2000, "E": 2000, "F": 4000}
     assert compose_config(["experiment=study_digits", "optim=C", "steps=300"], tmp_path / "x").steps == 300
