@@ -398,6 +398,10 @@ def main(cfg: DictConfig):
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     summary = run(cfg, run_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun:  # this process may run another of the sweep's jobs (a joblib worker): see interrupt.py
+        from .callbacks.interrupt import hold_signals_between_runs
+
+        hold_signals_between_runs()
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     if rank_zero_only.rank != 0:  # DDP workers: rank 0 reports

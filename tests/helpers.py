@@ -17,16 +17,18 @@ REPO = Path(__file__).resolve().parents[1]
 # a CLI run's common arguments (fast, no scoring, no monitor) for the bad-input tests
 BASE = ["steps=2", "metrics=none", "trainer.enable_progress_bar=false", "callbacks=none"]
 
-# ``python -c KILLER args``: src.train that kills itself (KILL_SIGNAL, default SIGKILL) at generator step KILL_AT_STEP
+# ``python -c KILLER args``: src.train that kills itself (KILL_SIGNAL, default SIGKILL) at generator step
+# KILL_AT_STEP, inside the module's hook KILL_HOOK (default training_step)
 KILLER = textwrap.dedent("""
     import os, signal, sys
     from src.module import GAN
-    original = GAN.training_step
-    def training_step(self, batch, batch_idx):
+    hook = os.environ.get("KILL_HOOK", "training_step")
+    original = getattr(GAN, hook)
+    def signalling(self, *args, **kwargs):
         if self.g_step == int(os.environ["KILL_AT_STEP"]):
             os.kill(os.getpid(), getattr(signal, os.environ.get("KILL_SIGNAL", "SIGKILL")))
-        return original(self, batch, batch_idx)
-    GAN.training_step = training_step
+        return original(self, *args, **kwargs)
+    setattr(GAN, hook, signalling)
     import runpy
     sys.argv = ["src/train.py", *sys.argv[1:]]
     runpy.run_module("src.train", run_name="__main__", alter_sys=True)

@@ -8,8 +8,18 @@ bit) and raises :class:`RunInterrupted`. Outside the training loop (building, th
 the handler raises at once: nothing there needs saving. A second signal while a step is finishing
 forces the stop at once (the previous checkpoint stays the newest).
 
-Lightning installs its own SIGTERM handler during fit, which chains to ours; its handler would end
-the fit loop with a bare ``SystemExit(0)`` one step later, but ours raises first.
+Lightning installs its own SIGTERM handler during fit. It sets a flag that its loops check at the end
+of each batch, after the callbacks' ``on_train_batch_end``, and then end fit with a bare ``SystemExit``
+(exit status 0). A signal that landed between our check and theirs therefore ended the run as a
+success, with no checkpoint at that step and the summary left "running". For the length of fit,
+:class:`StopAtStepBoundary` hands SIGTERM to the guard alone and keeps the one thing Lightning's
+handler does that we need: forwarding the signal to the DDP processes its launcher started.
+
+Between the jobs of a sweep (a joblib worker waiting for its next job, or a sequential sweep's
+process between two jobs), :func:`hold_signals_between_runs` records a signal instead of letting it
+end the process. An idle joblib worker killed by SIGTERM made joblib shut the pool down, which killed
+the busy worker beside it before it reached its checkpoint. A signal received while idle stops the
+process's next run before that run starts.
 """
 import logging
 import signal
@@ -20,6 +30,24 @@ import lightning as L
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+_received_between_runs: int | None = None  # a signal that arrived while this process ran no job
+
+
+def _record_between_runs(signum, frame) -> None:
+    global _received_between_runs
+    _received_between_runs = signum
+    log.warning("received %s between runs: this process's next run stops before it starts",
+                signal.Signals(signum).name)
+
+
+def hold_signals_between_runs() -> None:
+    """After a sweep's job, in a process that may run another: record SIGTERM / SIGINT rather than die."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:
+            signal.signal(sig, _record_between_runs)
 
 
 class RunInterrupted(Exception):
@@ -44,7 +72,7 @@ class InterruptGuard:
         self.deferred = False  # True inside the training loop: stop at the next step boundary
         self._previous = {}
 
-    def _handle(self, signum, frame):
+    def handle(self, signum, frame):
         first = self.signum is None
         self.signum = signum
         if self.deferred and first:
@@ -56,9 +84,14 @@ class InterruptGuard:
     def __enter__(self):
         import threading
 
+        global _received_between_runs
         if threading.current_thread() is threading.main_thread():
             for sig in SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
+                self._previous[sig] = signal.signal(sig, self.handle)
+        if _received_between_runs is not None:  # asked to stop while idle: this run does not start
+            self.signum, _received_between_runs = _received_between_runs, None
+            self.__exit__()
+            raise RunInterrupted(self.signum)
         return self
 
     def __exit__(self, *exc):
@@ -76,8 +109,24 @@ class StopAtStepBoundary(L.Callback):
 
     def on_train_start(self, trainer, module) -> None:
         self.guard.deferred = True
+        self._take_sigterm_from_lightning(trainer)
         if self.guard.signum is not None:  # arrived while Lightning was setting up: nothing trained yet
             raise RunInterrupted(self.guard.signum, step=module.g_step)
+
+    def _take_sigterm_from_lightning(self, trainer) -> None:
+        """Replace the handler Lightning's fit installed (see the module docstring); its teardown restores the guard's."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        launcher, guard = trainer.strategy.launcher, self.guard
+
+        def handle(signum, frame):
+            if guard.signum is None and launcher is not None:
+                launcher.kill(signum)  # DDP: the processes Lightning started stop at their step's end too
+            guard.handle(signum, frame)
+
+        signal.signal(signal.SIGTERM, handle)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if self.guard.signum is None:

@@ -18,13 +18,13 @@ ARGS = ["steps=30", "checkpoint.every=10", "samples.every=0", "log_every=5", "tr
         "trainer.enable_progress_bar=false", "metrics=none", "callbacks.spectral.every=10",
         "arch.hidden=64", "data.batch_size=64", "data.n_points=4000"]
 
-def train(args, signal_at=None, signal_name="SIGTERM"):
+def train(args, signal_at=None, signal_name="SIGTERM", hook="training_step"):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     if signal_at is None:
         cmd = [sys.executable, "-m", "src.train", *args]
     else:
         cmd = [sys.executable, "-c", KILLER, *args]  # signals itself inside that step, as a scheduler's would arrive
-        env.update(KILL_AT_STEP=str(signal_at), KILL_SIGNAL=signal_name)
+        env.update(KILL_AT_STEP=str(signal_at), KILL_SIGNAL=signal_name, KILL_HOOK=hook)
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -78,6 +78,25 @@ def test_signal_checkpoints_the_current_step_and_the_rerun_continues_exactly(tmp
     assert resumed["timing"]["total_sec"] > s["timing"]["total_sec"]
     # the logs read as one run's: every logged step once, in order, on the generator-step axis
     assert csv_steps(stopped, "loss/d") == csv_steps(straight, "loss/d") == [1, 5, 10, 15, 20, 25, 30]
+
+
+def test_sigterm_after_the_callbacks_end_of_step_still_stops_at_the_next_step_with_a_checkpoint(tmp_path, straight):
+    """A SIGTERM landing after the callbacks' on_train_batch_end (here: in the module's own hook) used to reach
+    Lightning's end-of-batch check first: fit ended with a bare SystemExit, exit status 0, the summary left
+    "running" and no checkpoint at that step. It must be the next step's end, as for any other moment."""
+    stopped = tmp_path / "stopped"
+    proc = train([*ARGS, f"hydra.run.dir={stopped}"], signal_at=14, hook="on_train_batch_end")
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    s = summary(stopped)
+    assert s["status"] == "interrupted" and s["exit_code"] == 143
+    assert s["steps"] == 15  # g_step is 14 in the hook that ends step 14: the guard stops at step 15's end
+    assert last(stopped)["global_step"] == 15 * (s["n_dis"] + 1)
+
+    assert train([*ARGS, f"hydra.run.dir={stopped}"]).returncode == 0
+    a, b = last(straight), last(stopped)
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    assert summary(stopped)["metrics"] == summary(straight)["metrics"]
 
 
 def test_sweep_stops_on_sigterm_and_its_relaunch_resumes_it(tmp_path):
@@ -144,3 +163,52 @@ def test_a_parallel_sweep_stopped_by_sigterm_checkpoints_every_running_job(tmp_p
         s = summary(job)
         assert s["status"] == "interrupted" and 0 < s["steps"] < 100000, (job, s["status"])
         assert last(job)["global_step"] == s["steps"] * (s["n_dis"] + 1)
+
+
+def _loky_workers(parent: int) -> list[int]:
+    """The joblib (loky) worker processes of a sweep's parent process, from /proc."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"popen_loky_posix" in cmdline:
+            out.append(int(entry))
+    return out
+
+
+def test_sigterm_to_an_idle_worker_of_a_parallel_sweep_leaves_the_busy_one_to_checkpoint(tmp_path):
+    """A stop sends SIGTERM to every worker. One whose job had finished used to die of it, and joblib then shut
+    the pool down, killing the busy worker before its step's end (the study lost updates this way). The idle
+    worker now records the signal; the busy job checkpoints at its step's end and the sweep exits 143."""
+    from src.run_lock import live_holder
+
+    sweep = tmp_path / "sweep"
+    args = ["-m", *ARGS, "steps=5,100000", "checkpoint.every=100000", "threads=1", "hydra/launcher=parallel",
+            f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen([sys.executable, "-m", "src.train", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    short, long = sweep / "0", sweep / "1"
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((short / "summary.json").exists() and summary(short)["status"] == "completed"
+                                          and live_holder(long)):
+        time.sleep(0.2)
+    time.sleep(1)
+    busy = live_holder(long)["pid"]
+    idle = [pid for pid in _loky_workers(proc.pid) if pid != busy]
+    assert len(idle) == 1, (busy, _loky_workers(proc.pid))
+    os.kill(idle[0], signal.SIGTERM)
+    time.sleep(3)
+    assert proc.poll() is None and live_holder(long), "the idle worker's signal ended the sweep"
+    os.kill(busy, signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-2000:]
+    s = summary(long)
+    assert s["status"] == "interrupted" and 0 < s["steps"] < 100000
+    assert last(long)["global_step"] == s["steps"] * (s["n_dis"] + 1)
+    assert summary(short)["status"] == "completed"
