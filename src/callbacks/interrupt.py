@@ -19,9 +19,11 @@ Between the jobs of a sweep (a joblib worker waiting for its next job, or a sequ
 process between two jobs), :func:`hold_signals_between_runs` records a signal instead of letting it
 end the process. An idle joblib worker killed by SIGTERM made joblib shut the pool down, which killed
 the busy worker beside it before it reached its checkpoint. A signal received while idle stops the
-process's next run before that run starts.
+process's next run before that run starts; a second one, or one after the sweep's parent has gone, ends
+the idle process at once.
 """
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -32,20 +34,26 @@ log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 _received_between_runs: int | None = None  # a signal that arrived while this process ran no job
+_parent_between_runs: int | None = None  # the parent when hold_signals_between_runs was called
 
 
 def _record_between_runs(signum, frame) -> None:
     global _received_between_runs
+    if _received_between_runs is not None or os.getppid() != _parent_between_runs:
+        # asked twice, or the sweep's parent is gone (no next job will come): nothing to save, end now
+        os._exit(128 + signum)
     _received_between_runs = signum
-    log.warning("received %s between runs: this process's next run stops before it starts",
-                signal.Signals(signum).name)
+    log.warning("received %s between runs: this process's next run stops before it starts (send it again to "
+                "end the process now)", signal.Signals(signum).name)
 
 
 def hold_signals_between_runs() -> None:
     """After a sweep's job, in a process that may run another: record SIGTERM / SIGINT rather than die."""
     import threading
 
+    global _parent_between_runs
     if threading.current_thread() is threading.main_thread():
+        _parent_between_runs = os.getppid()
         for sig in SIGNALS:
             signal.signal(sig, _record_between_runs)
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -212,3 +213,45 @@ def test_sigterm_to_an_idle_worker_of_a_parallel_sweep_leaves_the_busy_one_to_ch
     assert s["status"] == "interrupted" and 0 < s["steps"] < 100000
     assert last(long)["global_step"] == s["steps"] * (s["n_dis"] + 1)
     assert summary(short)["status"] == "completed"
+
+
+BETWEEN_RUNS = textwrap.dedent("""
+    import os, signal, sys, time
+    from src.callbacks.interrupt import InterruptGuard, RunInterrupted, hold_signals_between_runs
+    hold_signals_between_runs()
+    os.kill(os.getpid(), signal.SIGTERM)
+    try:
+        with InterruptGuard():
+            print("the run started", flush=True)
+    except RunInterrupted as exc:
+        print("stopped before it started:", exc, flush=True)
+    with InterruptGuard():
+        print("the next run started", flush=True)
+    if sys.argv[1] == "twice":
+        hold_signals_between_runs()
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+    else:  # orphaned: a child whose parent (the sweep's) has exited
+        parent = os.getpid()
+        if os.fork():
+            os._exit(0)
+        hold_signals_between_runs()
+        while os.getppid() == parent:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(1)
+    open(sys.argv[2], "w").write("still alive")
+""")
+
+
+@pytest.mark.parametrize("case", ["twice", "orphaned"])
+def test_a_process_between_runs_records_a_signal_for_its_next_run_and_ends_when_nothing_can_follow(tmp_path, case):
+    marker = tmp_path / "alive"
+    proc = subprocess.run([sys.executable, "-c", BETWEEN_RUNS, case, str(marker)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.stdout.splitlines()[:2] == ["stopped before it started: interrupted by SIGTERM", "the next run started"]
+    if case == "twice":
+        assert proc.returncode == 143, proc.stderr[-2000:]
+    else:
+        time.sleep(3)  # the orphan would write the marker a second after its signal
+    assert not marker.exists()
