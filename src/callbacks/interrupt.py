@@ -19,12 +19,15 @@ Between the jobs of a sweep (a joblib worker waiting for its next job, or a sequ
 process between two jobs), :func:`hold_signals_between_runs` records a signal instead of letting it
 end the process. An idle joblib worker killed by SIGTERM made joblib shut the pool down, which killed
 the busy worker beside it before it reached its checkpoint. A signal received while idle stops the
-process's next run before that run starts; a second one, or one after the sweep's parent has gone, ends
-the idle process at once.
+process's next run before that run starts; a second one ends the idle process at once, and a worker
+whose launcher has died ends on its own.
 """
 import logging
+import multiprocessing
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import lightning as L
@@ -34,28 +37,38 @@ log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 _received_between_runs: int | None = None  # a signal that arrived while this process ran no job
-_parent_between_runs: int | None = None  # the parent when hold_signals_between_runs was called
+_between_runs = threading.Event()  # set from the end of a sweep's job to the start of this process's next run
 
 
 def _record_between_runs(signum, frame) -> None:
     global _received_between_runs
-    if _received_between_runs is not None or os.getppid() != _parent_between_runs:
-        # asked twice, or the sweep's parent is gone (no next job will come): nothing to save, end now
+    if _received_between_runs is not None:  # asked twice: nothing to save, end now
         os._exit(128 + signum)
     _received_between_runs = signum
     log.warning("received %s between runs: this process's next run stops before it starts (send it again to "
                 "end the process now)", signal.Signals(signum).name)
 
 
+def _end_when_orphaned(launcher_pid: int) -> None:
+    """A worker whose launcher died gets no next job and can sit blocked handing its last result to a process
+    that is gone (a lock wait, where no Python signal handler runs): end it from a thread instead."""
+    while True:
+        time.sleep(1.0)
+        if _between_runs.is_set() and os.getppid() != launcher_pid:
+            os._exit(0)
+
+
 def hold_signals_between_runs() -> None:
     """After a sweep's job, in a process that may run another: record SIGTERM / SIGINT rather than die."""
-    import threading
-
-    global _parent_between_runs
-    if threading.current_thread() is threading.main_thread():
-        _parent_between_runs = os.getppid()
-        for sig in SIGNALS:
-            signal.signal(sig, _record_between_runs)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in SIGNALS:
+        signal.signal(sig, _record_between_runs)
+    _between_runs.set()
+    launcher = multiprocessing.parent_process()  # a joblib (loky) worker's launcher; None in a sweep's own process
+    if launcher is not None and not any(t.name == "end-when-orphaned" for t in threading.enumerate()):
+        threading.Thread(target=_end_when_orphaned, args=(launcher.pid,), name="end-when-orphaned",
+                         daemon=True).start()
 
 
 class RunInterrupted(Exception):
@@ -90,9 +103,8 @@ class InterruptGuard:
         raise RunInterrupted(signum)
 
     def __enter__(self):
-        import threading
-
         global _received_between_runs
+        _between_runs.clear()
         if threading.current_thread() is threading.main_thread():
             for sig in SIGNALS:
                 self._previous[sig] = signal.signal(sig, self.handle)
@@ -123,8 +135,6 @@ class StopAtStepBoundary(L.Callback):
 
     def _take_sigterm_from_lightning(self, trainer) -> None:
         """Replace the handler Lightning's fit installed (see the module docstring); its teardown restores the guard's."""
-        import threading
-
         if threading.current_thread() is not threading.main_thread():
             return
         launcher, guard = trainer.strategy.launcher, self.guard
