@@ -234,7 +234,7 @@ BETWEEN_RUNS = textwrap.dedent("""
 """)
 
 
-def test_a_process_between_runs_records_a_signal_for_its_next_run_and_ends_at_a_second(tmp_path):
+def test_a_process_between_runs_records_a_signal_for_its_next_run_and_ends_at_a_second():
     proc = subprocess.run([sys.executable, "-c", BETWEEN_RUNS], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.stdout.splitlines() == ["stopped before it started: interrupted by SIGTERM", "the next run started"]
     assert proc.returncode == 143, proc.stderr[-2000:]
