@@ -1,0 +1,90 @@
+"""The numbers of README.md's section "Seeds: how much a seed moves a score", recomputed from runs/.
+
+    python docs/results/study_digits/seed_agreement.py [RUNS_DIR]
+
+Prints the "seed 0 / seed 1" FID table, per setting the Spearman correlation of the 16 single methods
+between seeds 0 and 1, how many keep their class (FID < 10 trains, 10-100 trails, >= 100 fails), and the
+rank correlation among the methods that train with both; then, at each setting all three seeds have
+completed, mean ± std and a Friedman test over the methods that train with all three (chi-square p
+and a permutation p over 100,000 random rankings, seeded). The report (src/report) gives mean ± std per
+cell; these between-seed comparisons are specific to this write-up, so they live beside it.
+"""
+import glob
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import friedmanchisquare, spearmanr
+
+SINGLE = ["none", "sn", "sn_conv", "weight_clip", "wgan_gp", "dragan", "weight_norm", "orthonormal",
+          "batch_norm", "layer_norm", "r1", "r2", "wgan_lp", "sn_gram", "bjorck", "aol"]
+PAIRS = ["sn+r1", "sn+wgan_gp"]
+SETTINGS = "ABCDEF"
+
+
+def load(runs: Path) -> dict:
+    fid = {}
+    for path in glob.glob(str(runs / "seed*" / "*" / "*" / "summary.json")):
+        d = json.loads(Path(path).read_text())
+        if d["status"] != "completed":
+            continue
+        seed = int(Path(path).parts[-4].removeprefix("seed"))
+        method = d["regularizer"] + (f"+{d['penalty']}" if d.get("penalty") else "")
+        fid[(seed, method, d["optim"])] = d["metrics"]["fid"]
+    return fid
+
+
+def klass(f: float) -> int:
+    return 0 if f < 10 else 1 if f < 100 else 2
+
+
+def friedman_permutation_p(ranks: np.ndarray, n: int = 100_000) -> float:
+    def stat(r):
+        k, m = r.shape
+        return 12 / (k * m * (m + 1)) * (r.sum(0) ** 2).sum() - 3 * k * (m + 1)
+    rng = np.random.default_rng(0)
+    observed = stat(ranks)
+    null = np.array([stat(np.array([rng.permutation(ranks.shape[1]) + 1 for _ in ranks])) for _ in range(n)])
+    return float((null >= observed - 1e-9).mean())
+
+
+def main(runs: Path) -> None:
+    fid = load(runs)
+    print("| method | " + " | ".join(SETTINGS) + " |")
+    for m in SINGLE + PAIRS:
+        cells = [f"{fid[(0, m, s)]:.1f} / {fid[(1, m, s)]:.1f}" if (0, m, s) in fid and (1, m, s) in fid else "–"
+                 for s in SETTINGS]
+        print(f"| {m} | " + " | ".join(cells) + " |")
+    for s in SETTINGS:
+        if not all((k, m, s) in fid for k in (0, 1) for m in SINGLE):
+            continue
+        x, y = [fid[(0, m, s)] for m in SINGLE], [fid[(1, m, s)] for m in SINGLE]
+        agree = sum(klass(a) == klass(b) for a, b in zip(x, y))
+        train = [m for m in SINGLE if fid[(0, m, s)] < 10 and fid[(1, m, s)] < 10]
+        rho_train = (spearmanr([fid[(0, m, s)] for m in train], [fid[(1, m, s)] for m in train])[0]
+                     if len(train) > 2 else float("nan"))
+        print(f"{s}: Spearman {spearmanr(x, y)[0]:.4f}, same class {agree}/16, "
+              f"train with both {len(train)} (rank correlation among them {rho_train:.4f})")
+    for s in SETTINGS:
+        if not all((k, m, s) in fid for k in (0, 1, 2) for m in SINGLE):
+            continue
+        print(f"\nthree seeds at {s} (seed 2; mean ± std, ddof 1):")
+        for m in SINGLE:
+            v = np.array([fid[(k, m, s)] for k in range(3)])
+            print(f"  {m:12s} {v[2]:7.1f}  {v.mean():7.1f} ± {v.std(ddof=1):.1f}")
+        same = sum(len({klass(fid[(k, m, s)]) for k in range(3)}) == 1 for m in SINGLE)
+        train = [m for m in SINGLE if all(fid[(k, m, s)] < 10 for k in range(3))]
+        print(f"  same class in all three: {same}/16; train in all three: {', '.join(train)}")
+        if len(train) > 2:
+            table = np.array([[fid[(k, m, s)] for m in train] for k in range(3)])
+            ranks = np.array([np.argsort(np.argsort(row)) + 1 for row in table])
+            chi2, p = friedmanchisquare(*table.T)
+            kendall_w = chi2 / (3 * (len(train) - 1))
+            print(f"  Friedman over them: chi2 {chi2:.2f}, p {p:.4f} (chi-square), "
+                  f"p {friedman_permutation_p(ranks):.4f} (permutation); Kendall's W {kendall_w:.2f}")
+            print("  mean rank: " + ", ".join(f"{m} {r:.2f}" for m, r in sorted(zip(train, ranks.mean(0)), key=lambda t: t[1])))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "runs")
