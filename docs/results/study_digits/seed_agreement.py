@@ -6,16 +6,19 @@ Prints the "seed 0 / seed 1" FID table, per setting the Spearman correlation of 
 between seeds 0 and 1, how many keep their class (FID < 10 trains, 10-100 trails, >= 100 fails), and the
 rank correlation among the methods that train with both; then, at each setting all three seeds have
 completed, mean ± std and a Friedman test over the methods that train with all three (chi-square p
-and a permutation p over 100,000 random rankings, seeded). The report (src/report) gives mean ± std per
+and a permutation p from scipy's permutation_test, 100,000 seeded resamples that shuffle the scores within each seed). The report (src/report) gives mean ± std per
 cell; these between-seed comparisons are specific to this write-up, so they live beside it.
 """
-import glob
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import friedmanchisquare, spearmanr
+from scipy.stats import friedmanchisquare, permutation_test, spearmanr
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO))  # run as a script from anywhere: the report's reader lives in src/
+from src.report.aggregate import base_method  # noqa: E402
+from src.report.collect import collect  # noqa: E402
 
 SINGLE = ["none", "sn", "sn_conv", "weight_clip", "wgan_gp", "dragan", "weight_norm", "orthonormal",
           "batch_norm", "layer_norm", "r1", "r2", "wgan_lp", "sn_gram", "bjorck", "aol"]
@@ -24,29 +27,20 @@ SETTINGS = "ABCDEF"
 
 
 def load(runs: Path) -> dict:
-    fid = {}
-    for path in glob.glob(str(runs / "seed*" / "*" / "*" / "summary.json")):
-        d = json.loads(Path(path).read_text())
-        if d["status"] != "completed":
-            continue
-        seed = int(Path(path).parts[-4].removeprefix("seed"))
-        method = d["regularizer"] + (f"+{d['penalty']}" if d.get("penalty") else "")
-        fid[(seed, method, d["optim"])] = d["metrics"]["fid"]
-    return fid
+    """FID per (seed, method, setting) of the completed jobs, read by the report's own collector."""
+    return {(r.seed, base_method(r), r.optim): r.metrics["fid"]
+            for r in collect([runs]).runs if r.status == "completed"}
 
 
 def klass(f: float) -> int:
     return 0 if f < 10 else 1 if f < 100 else 2
 
 
-def friedman_permutation_p(ranks: np.ndarray, n: int = 100_000) -> float:
-    def stat(r):
-        k, m = r.shape
-        return 12 / (k * m * (m + 1)) * (r.sum(0) ** 2).sum() - 3 * k * (m + 1)
-    rng = np.random.default_rng(0)
-    observed = stat(ranks)
-    null = np.array([stat(np.array([rng.permutation(ranks.shape[1]) + 1 for _ in ranks])) for _ in range(n)])
-    return float((null >= observed - 1e-9).mean())
+def friedman_permutation_p(table: np.ndarray, n: int = 100_000) -> float:
+    """Friedman's null, sampled: within each seed (row), the methods' (columns') scores are exchangeable."""
+    result = permutation_test(list(table.T), lambda *cols: friedmanchisquare(*cols).statistic,
+                              permutation_type="samples", n_resamples=n, alternative="greater", random_state=0)
+    return float(result.pvalue)
 
 
 def main(runs: Path) -> None:
@@ -82,7 +76,7 @@ def main(runs: Path) -> None:
             chi2, p = friedmanchisquare(*table.T)
             kendall_w = chi2 / (3 * (len(train) - 1))
             print(f"  Friedman over them: chi2 {chi2:.2f}, p {p:.4f} (chi-square), "
-                  f"p {friedman_permutation_p(ranks):.4f} (permutation); Kendall's W {kendall_w:.2f}")
+                  f"p {friedman_permutation_p(table):.4f} (permutation); Kendall's W {kendall_w:.2f}")
             print("  mean rank: " + ", ".join(f"{m} {r:.2f}" for m, r in sorted(zip(train, ranks.mean(0)), key=lambda t: t[1])))
 
 
