@@ -5,7 +5,7 @@
 Prints the "seed 0 / seed 1" FID table, per setting the Spearman correlation of the 16 single methods
 between seeds 0 and 1, how many keep their class (FID < 10 trains, 10-100 trails, >= 100 fails), and the
 rank correlation among the methods that train with both; then, at each setting all three seeds have
-completed, mean ± std and a Friedman test over the methods that train with all three (chi-square p
+completed, seed 2's FIDs and mean ± std (two markdown tables) and, per setting, a Friedman test over the methods that train with all three (chi-square p
 and a permutation p from scipy's permutation_test, 100,000 seeded resamples that shuffle the scores within each seed). The report (src/report) gives mean ± std per
 cell; these between-seed comparisons are specific to this write-up, so they live beside it.
 """
@@ -60,13 +60,22 @@ def main(runs: Path) -> None:
                      if len(train) > 2 else float("nan"))
         print(f"{s}: Spearman {spearmanr(x, y)[0]:.4f}, same class {agree}/16, "
               f"train with both {len(train)} (rank correlation among them {rho_train:.4f})")
-    for s in SETTINGS:
-        if not all((k, m, s) in fid for k in (0, 1, 2) for m in SINGLE):
-            continue
-        print(f"\nthree seeds at {s} (seed 2; mean ± std, ddof 1):")
-        for m in SINGLE:
-            v = np.array([fid[(k, m, s)] for k in range(3)])
-            print(f"  {m:12s} {v[2]:7.1f}  {v.mean():7.1f} ± {v.std(ddof=1):.1f}")
+    done3 = [s for s in SETTINGS if all((k, m, s) in fid for k in (0, 1, 2) for m in SINGLE)]
+    if done3:
+        print("\nseed 2's FID, then mean ± std (ddof 1) over seeds 0-2, at the settings all three have completed:")
+        header = "| method | " + " | ".join(done3) + " |\n|---|" + "---|" * len(done3)
+        print(header)
+        for m in SINGLE + PAIRS:
+            print(f"| {m} | " + " | ".join(f"{fid[(2, m, s)]:.1f}" if (2, m, s) in fid else "–" for s in done3) + " |")
+        print("\n" + header)
+        for m in SINGLE + PAIRS:
+            cells = []
+            for s in done3:
+                v = np.array([fid[(k, m, s)] for k in range(3) if (k, m, s) in fid])
+                cells.append(f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) == 3 else "–")
+            print(f"| {m} | " + " | ".join(cells) + " |")
+    for s in done3:
+        print(f"\nthree seeds at {s}:")
         same = sum(len({klass(fid[(k, m, s)]) for k in range(3)}) == 1 for m in SINGLE)
         train = [m for m in SINGLE if all(fid[(k, m, s)] < 10 for k in range(3))]
         print(f"  same class in all three: {same}/16; train in all three: {', '.join(train)}")
