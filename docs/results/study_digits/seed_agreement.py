@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import friedmanchisquare, permutation_test, spearmanr
+from scipy.stats import friedmanchisquare, permutation_test, rankdata, spearmanr
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: the report's reader lives in src/
-from src.report.aggregate import base_method  # noqa: E402
+from src.report.aggregate import Stat, base_method  # noqa: E402
 from src.report.collect import collect  # noqa: E402
 
 SINGLE = ["none", "sn", "sn_conv", "weight_clip", "wgan_gp", "dragan", "weight_norm", "orthonormal",
@@ -70,9 +70,9 @@ def main(runs: Path) -> None:
         print("\n" + header)
         for m in SINGLE + PAIRS:
             cells = []
-            for s in done3:
-                v = np.array([fid[(k, m, s)] for k in range(3) if (k, m, s) in fid])
-                cells.append(f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) == 3 else "–")
+            for s in done3:  # the report's own statistic, so these cells match report.md's
+                st = Stat.of([fid[(k, m, s)] for k in range(3) if (k, m, s) in fid])
+                cells.append(f"{st.mean:.1f} ± {st.std:.1f}" if st.n == 3 else "–")
             print(f"| {m} | " + " | ".join(cells) + " |")
     for s in done3:
         print(f"\nthree seeds at {s}:")
@@ -81,7 +81,7 @@ def main(runs: Path) -> None:
         print(f"  same class in all three: {same}/16; train in all three: {', '.join(train)}")
         if len(train) > 2:
             table = np.array([[fid[(k, m, s)] for m in train] for k in range(3)])
-            ranks = np.array([np.argsort(np.argsort(row)) + 1 for row in table])
+            ranks = np.array([rankdata(row) for row in table])  # Friedman's own ranks (ties averaged)
             chi2, p = friedmanchisquare(*table.T)
             kendall_w = chi2 / (3 * (len(train) - 1))
             print(f"  Friedman over them: chi2 {chi2:.2f}, p {p:.4f} (chi-square), "
